@@ -1,0 +1,1 @@
+"""Export: ONNX (keep | prune), reduced precision, TensorRT plans, Triton repositories."""

@@ -1,0 +1,314 @@
+"""Superclass cases from the HAL papers and the head manifest.
+
+The head manifest is the spine of edgehal: every model declares its heads once
+(name, kind, level, class names, and for an auxiliary head the mapping from
+main classes to its superclasses) and that one JSON-serialisable object travels
+in every artifact: checkpoint, ONNX ``metadata_props``, engine sidecar, served
+model metadata. Nothing downstream guesses output names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from edgehal.errors import EdgehalError
+
+MANIFEST_VERSION = 1
+
+DIGIT_CLASSES: tuple[str, ...] = tuple(str(i) for i in range(10))
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+
+
+@dataclass(frozen=True)
+class SuperclassCase:
+    """A grouping of the main classes into K superclasses.
+
+    ``groups[k]`` holds the main class indices of superclass ``k``;
+    ``mapping[c]`` is the superclass of main class ``c``.
+    """
+
+    name: str
+    semantics: str
+    groups: tuple[tuple[int, ...], ...]
+    superclass_names: tuple[str, ...]
+
+    @property
+    def num_superclasses(self) -> int:
+        return len(self.groups)
+
+    @property
+    def num_classes(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    @property
+    def mapping(self) -> tuple[int, ...]:
+        out = [0] * self.num_classes
+        for k, group in enumerate(self.groups):
+            for c in group:
+                out[c] = k
+        return tuple(out)
+
+
+def _case(name: str, semantics: str, groups: Sequence[Sequence[int]],
+          names: Sequence[str] | None = None) -> SuperclassCase:
+    groups_t = tuple(tuple(g) for g in groups)
+    return SuperclassCase(
+        name=name,
+        semantics=semantics,
+        groups=groups_t,
+        superclass_names=tuple(names) if names else tuple(
+            "{" + ",".join(str(c) for c in g) + "}" for g in groups_t),
+    )
+
+
+# Exactly the tables of Cha, Kim, Lee (arXiv:1906.00852) and the SURF 2019 deck.
+_DIGIT_CASES = {
+    "case1": _case("case1", ">= 5", [[5, 6, 7, 8, 9], [0, 1, 2, 3, 4]], ["ge5", "lt5"]),
+    "case2": _case("case2", "mod 2", [[1, 3, 5, 7, 9], [0, 2, 4, 6, 8]], ["odd", "even"]),
+    "case3": _case("case3", "prime", [[2, 3, 5, 7], [0, 1, 4, 6, 8, 9]], ["prime", "not_prime"]),
+    "case4": _case("case4", "circle / curve / straight line",
+                   [[0, 6, 8, 9], [2, 3, 5], [1, 4, 7]], ["circle", "curve", "straight"]),
+}
+_CIFAR10_CASES = {
+    "case1": _case("case1", "none", [[5, 6, 7, 8, 9], [0, 1, 2, 3, 4]]),
+    "case2": _case("case2", "none", [[1, 3, 5, 7, 9], [0, 2, 4, 6, 8]]),
+    "case3": _case("case3", "transportation / animal",
+                   [[2, 3, 4, 5, 6, 7], [0, 1, 8, 9]], ["animal", "transportation"]),
+    "case4": _case("case4", "car / small animal / big animal / craft / others",
+                   [[1, 9], [3, 5], [4, 7], [0, 8], [2, 6]],
+                   ["car", "small_animal", "big_animal", "craft", "others"]),
+}
+SUPERCLASS_CASES: dict[str, dict[str, SuperclassCase]] = {
+    "mnist": _DIGIT_CASES,
+    "svhn": _DIGIT_CASES,
+    "digits": _DIGIT_CASES,
+    "cifar10": _CIFAR10_CASES,
+}
+
+
+def get_case(dataset: str, case: str) -> SuperclassCase:
+    """Return a published superclass case, or a custom one from a YAML/JSON file.
+
+    ``case`` is a case name (``case1``..``case4``) or a path to a mapping file.
+    """
+    if case.endswith((".yaml", ".yml", ".json")) or "/" in case:
+        return load_case_file(case, num_classes=10)
+    cases = SUPERCLASS_CASES.get(dataset)
+    if cases is None:
+        raise EdgehalError(
+            f"dataset {dataset!r}", "has no published superclass cases",
+            f"one of {sorted(SUPERCLASS_CASES)}, or give a mapping file")
+    if case not in cases:
+        raise EdgehalError(
+            f"case {case!r}", f"is not a superclass case of {dataset}",
+            f"one of {sorted(cases)}, or a path to a YAML/JSON mapping file")
+    return cases[case]
+
+
+def validate_groups(groups: Any, *, num_classes: int, what: str) -> tuple[tuple[int, ...], ...]:
+    """Check that ``groups`` partitions ``0..num_classes-1``; name the offending class."""
+    if isinstance(groups, Mapping):
+        try:
+            keys = sorted(int(k) for k in groups)
+        except (TypeError, ValueError):
+            raise EdgehalError(what, f"superclass ids {list(groups)} are not integers",
+                               "ids 0..K-1") from None
+        if keys != list(range(len(keys))):
+            raise EdgehalError(what, f"superclass ids are {keys}",
+                               f"ids 0..{len(keys) - 1} with none missing")
+        groups = [groups[k] if k in groups else groups[str(k)] for k in keys]
+    if not isinstance(groups, (list, tuple)) or not groups:
+        raise EdgehalError(what, "groups must be a non-empty list or an id -> classes map")
+    seen: dict[int, int] = {}
+    out = []
+    for k, group in enumerate(groups):
+        if not isinstance(group, (list, tuple)) or not group:
+            raise EdgehalError(what, f"superclass {k} is empty or not a list",
+                               "each superclass lists at least one class")
+        for c in group:
+            if isinstance(c, bool) or not isinstance(c, int):
+                raise EdgehalError(what, f"class {c!r} in superclass {k} is not an integer")
+            if not 0 <= c < num_classes:
+                raise EdgehalError(what, f"class {c} in superclass {k} is out of range",
+                                   f"classes 0..{num_classes - 1}")
+            if c in seen:
+                raise EdgehalError(what, f"class {c} is repeated (superclasses {seen[c]} and {k})",
+                                   "each class in exactly one superclass")
+            seen[c] = k
+        out.append(tuple(group))
+    missing = sorted(set(range(num_classes)) - set(seen))
+    if missing:
+        raise EdgehalError(what, f"class {missing[0]} is missing" +
+                           (f" (and {missing[1:]})" if len(missing) > 1 else ""),
+                           f"every class 0..{num_classes - 1} in exactly one superclass")
+    return tuple(out)
+
+
+def load_case_file(path: str | Path, *, num_classes: int) -> SuperclassCase:
+    """Load a custom mapping: ``{name, groups: {0: [...], 1: [...]}, names: [...]}``."""
+    import yaml
+
+    p = Path(path)
+    what = f"superclass mapping {p}"
+    if not p.is_file():
+        raise EdgehalError(what, "file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise EdgehalError(what, f"is not valid YAML/JSON ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict) or "groups" not in raw:
+        raise EdgehalError(what, "has no 'groups' key", "{name: ..., groups: {0: [classes], 1: [...]}}")
+    groups = validate_groups(raw["groups"], num_classes=num_classes, what=what)
+    names = raw.get("names")
+    if names is not None and (not isinstance(names, list) or len(names) != len(groups)):
+        raise EdgehalError(what, f"'names' has {len(names) if isinstance(names, list) else '?'} entries",
+                           f"{len(groups)} names, one per superclass")
+    return _case(str(raw.get("name", p.stem)), str(raw.get("semantics", "custom")), groups, names)
+
+
+# --------------------------------------------------------------------------
+# The head manifest
+
+
+HEAD_KINDS = ("main", "aux")
+HEAD_TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class Head:
+    """One named output of a model.
+
+    ``parent_map`` (aux classification heads only) maps each main class index
+    to this head's class index, so a main prediction can be lifted to the
+    head's level. ``feeds_main`` says whether the head's output is an input of
+    the main head (HAL) or a training-only branch (deep supervision), which is
+    what decides whether pruning removes nodes.
+    """
+
+    name: str
+    kind: str
+    level: int
+    task: str = "classification"
+    class_names: tuple[str, ...] = ()
+    parent_map: tuple[int, ...] | None = None
+    feeds_main: bool = False
+    case: str | None = None
+    units: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEAD_KINDS:
+            raise EdgehalError(f"head {self.name!r}", f"kind {self.kind!r} is unknown",
+                               f"one of {HEAD_KINDS}")
+        if self.task not in HEAD_TASKS:
+            raise EdgehalError(f"head {self.name!r}", f"task {self.task!r} is unknown",
+                               f"one of {HEAD_TASKS}")
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class HeadManifest:
+    """Every head of a model, plus what its input looks like."""
+
+    model: str
+    input_name: str
+    input_shape: tuple[int, ...]
+    heads: tuple[Head, ...]
+    input_dtype: str = "float32"
+    version: int = MANIFEST_VERSION
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [h.name for h in self.heads]
+        if len(set(names)) != len(names):
+            raise EdgehalError("head manifest", f"duplicate head names in {names}")
+        if not any(h.kind == "main" for h in self.heads):
+            raise EdgehalError("head manifest", "has no main head", "at least one head of kind 'main'")
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.heads)
+
+    @property
+    def main_heads(self) -> tuple[Head, ...]:
+        return tuple(h for h in self.heads if h.kind == "main")
+
+    @property
+    def aux_heads(self) -> tuple[Head, ...]:
+        return tuple(h for h in self.heads if h.kind == "aux")
+
+    @property
+    def main(self) -> Head:
+        """The first main head: the one a classifier's accuracy is quoted for."""
+        return self.main_heads[0]
+
+    def head(self, name: str) -> Head:
+        for h in self.heads:
+            if h.name == name:
+                return h
+        raise EdgehalError(f"head {name!r}", "does not exist in this model",
+                           f"one of {list(self.head_names)}")
+
+    def select(self, aux: str) -> "HeadManifest":
+        """The manifest of an artifact exported with ``aux='keep'`` or ``'prune'``."""
+        if aux == "keep":
+            return self
+        if aux == "prune":
+            return HeadManifest(self.model, self.input_name, self.input_shape, self.main_heads,
+                                self.input_dtype, self.version, dict(self.extra))
+        raise EdgehalError("aux", f"{aux!r} is not a choice", "keep or prune")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["extra"] = dict(self.extra)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "HeadManifest":
+        try:
+            heads = tuple(
+                Head(**{**h, "class_names": tuple(h.get("class_names", ())),
+                        "parent_map": tuple(h["parent_map"]) if h.get("parent_map") is not None else None})
+                for h in d["heads"])
+            return cls(model=d["model"], input_name=d["input_name"],
+                       input_shape=tuple(d["input_shape"]), heads=heads,
+                       input_dtype=d.get("input_dtype", "float32"),
+                       version=int(d.get("version", MANIFEST_VERSION)),
+                       extra=dict(d.get("extra", {})))
+        except (KeyError, TypeError) as exc:
+            raise EdgehalError("head manifest", f"is malformed ({exc})",
+                               "the JSON written by HeadManifest.to_json") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "HeadManifest":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise EdgehalError("head manifest", f"is not valid JSON ({exc.msg})") from None
+
+
+def aux_head_from_case(case: SuperclassCase, *, name: str | None = None,
+                       feeds_main: bool = True, level: int = 1) -> Head:
+    """The auxiliary head that predicts the superclasses of ``case``."""
+    return Head(
+        name=name or f"aux_{case.name}",
+        kind="aux",
+        level=level,
+        class_names=case.superclass_names,
+        parent_map=case.mapping,
+        feeds_main=feeds_main,
+        case=case.name,
+        description=f"superclass {case.name} ({case.semantics})",
+    )

@@ -1,0 +1,1 @@
+"""Runners: one interface over PyTorch checkpoints, onnxruntime and TensorRT."""

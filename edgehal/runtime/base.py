@@ -1,0 +1,136 @@
+"""The one Runner interface: torch checkpoints, onnxruntime, TensorRT.
+
+A runner is a context manager. ``activate()`` builds what it needs (a session,
+an engine context); ``deactivate()`` frees only what it built. The public
+``infer()`` checks every input against the model's metadata before the
+backend-specific ``_infer()`` sees it (Polygraphy's runner shape), so a
+wrong-shaped tensor is a clear ``EdgehalError``, never a crash inside a backend.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from edgehal.errors import EdgehalError
+from edgehal.hierarchy import HeadManifest
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, numpy dtype and shape of a model input or output; ``-1`` (or None) is dynamic."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class Runner(ABC):
+    """Runs a model on a batch of named numpy arrays and returns named arrays."""
+
+    name: str = "runner"
+
+    def __init__(self) -> None:
+        self.is_active = False
+
+    # -- lifecycle ---------------------------------------------------------
+    def __enter__(self) -> "Runner":
+        self.activate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    def activate(self) -> None:
+        if not self.is_active:
+            self._activate()
+            self.is_active = True
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self._deactivate()
+            self.is_active = False
+
+    @abstractmethod
+    def _activate(self) -> None: ...
+
+    def _deactivate(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    # -- metadata ----------------------------------------------------------
+    @property
+    @abstractmethod
+    def manifest(self) -> HeadManifest | None:
+        """The head manifest, or None for a plain model without edgehal metadata."""
+
+    @abstractmethod
+    def input_specs(self) -> Sequence[TensorSpec]: ...
+
+    @abstractmethod
+    def output_names(self) -> Sequence[str]: ...
+
+    @property
+    def max_batch(self) -> int | None:
+        """The largest batch the backend accepts; None when unbounded."""
+        return None
+
+    # -- inference ---------------------------------------------------------
+    def infer(self, feed: Mapping[str, np.ndarray], *,
+              outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Check ``feed`` against the input specs, run, return the requested outputs.
+
+        ``outputs`` defaults to every output of the model.
+        """
+        if not self.is_active:
+            raise EdgehalError(f"runner {self.name}", "is not active",
+                               "use it as a context manager: with runner: ...")
+        checked = check_feed(feed, self.input_specs(), max_batch=self.max_batch,
+                             what=f"runner {self.name}")
+        names = list(self.output_names()) if outputs is None else list(outputs)
+        unknown = [n for n in names if n not in self.output_names()]
+        if unknown:
+            raise EdgehalError(f"output {unknown[0]!r}", f"is not an output of {self.name}",
+                               f"one of {list(self.output_names())}")
+        return self._infer(checked, names)
+
+    @abstractmethod
+    def _infer(self, feed: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]: ...
+
+
+def check_feed(feed: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], *,
+               max_batch: int | None = None, what: str = "input") -> dict[str, np.ndarray]:
+    """Validate names, dtypes, ranks and static dims; return contiguous arrays."""
+    expected = {s.name for s in specs}
+    missing = expected - set(feed)
+    if missing:
+        raise EdgehalError(what, f"input {sorted(missing)[0]!r} is missing", f"inputs {sorted(expected)}")
+    extra = set(feed) - expected
+    if extra:
+        raise EdgehalError(what, f"input {sorted(extra)[0]!r} is not a model input", f"inputs {sorted(expected)}")
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        arr = np.asarray(feed[spec.name])
+        if arr.dtype != np.dtype(spec.dtype):
+            raise EdgehalError(f"{what}: input {spec.name!r}", f"has dtype {arr.dtype}",
+                               f"dtype {spec.dtype}")
+        if arr.ndim != len(spec.shape):
+            raise EdgehalError(f"{what}: input {spec.name!r}",
+                               f"has shape {tuple(arr.shape)} (rank {arr.ndim})",
+                               f"rank {len(spec.shape)}, shape {format_shape(spec.shape)}")
+        for axis, (got, want) in enumerate(zip(arr.shape, spec.shape)):
+            if want is not None and want >= 0 and got != want:
+                raise EdgehalError(f"{what}: input {spec.name!r}",
+                                   f"has shape {tuple(arr.shape)}, dimension {axis} is {got}",
+                                   f"shape {format_shape(spec.shape)}")
+        if max_batch is not None and arr.ndim and arr.shape[0] > max_batch:
+            raise EdgehalError(f"{what}: input {spec.name!r}", f"batch {arr.shape[0]} is too large",
+                               f"at most {max_batch}")
+        out[spec.name] = np.ascontiguousarray(arr)
+    return out
+
+
+def format_shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("N" if d is None or d < 0 else str(d) for d in shape) + ")"
