@@ -1,0 +1,121 @@
+"""Checkpoints: atomic save, safe load (``torch.load(weights_only=True)``).
+
+A checkpoint carries its meaning (torchvision's ``Weights`` with ``meta``):
+config, model builder name and arguments, head manifest, class names,
+preprocessing, metrics per head and split, versions, and for resuming the
+optimiser and schedule state. Only tensors and plain Python values are stored,
+so the safe loader reads it.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import platform
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgehal.errors import EdgehalError
+from edgehal.fileio import atomic_path
+from edgehal.hierarchy import HeadManifest
+
+FORMAT = "edgehal-checkpoint/1"
+
+
+def versions() -> dict[str, str]:
+    import onnx
+
+    import edgehal
+
+    out = {"edgehal": edgehal.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+           "python": platform.python_version()}
+    try:
+        import onnxruntime
+        out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically: a crash leaves the previous file or none, never half of one."""
+    payload = {"format": FORMAT, "versions": versions(), **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    payload: dict[str, Any]
+
+    @property
+    def manifest(self) -> HeadManifest:
+        return HeadManifest.from_dict(self.payload["manifest"])
+
+    @property
+    def model_name(self) -> str:
+        return self.payload["model_name"]
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        return dict(self.payload["model_kwargs"])
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return dict(self.payload.get("preprocessing", {}))
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.payload.get("metrics", {}))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.payload.get("config", {}))
+
+    def build_model(self) -> torch.nn.Module:
+        """Rebuild the architecture from the registry and load the weights (eval mode)."""
+        from edgehal.nets.registry import create_model
+
+        model = create_model(self.model_name, **self.model_kwargs)
+        try:
+            model.load_state_dict(self.payload["state_dict"])
+        except RuntimeError as exc:
+            raise EdgehalError(f"checkpoint {self.path}", "weights do not fit the model it names "
+                               f"({str(exc).splitlines()[0][:200]})") from None
+        return model.eval()
+
+
+_REQUIRED = ("format", "model_name", "model_kwargs", "manifest", "state_dict")
+
+
+def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> LoadedCheckpoint:
+    """Load and check an edgehal checkpoint; refuse corrupt, truncated or foreign files."""
+    p = Path(path)
+    what = f"checkpoint {p}"
+    if not p.is_file():
+        raise EdgehalError(what, "file not found")
+    try:
+        payload = torch.load(p, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError,
+            ValueError, IndexError, KeyError) as exc:
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+        raise EdgehalError(what, f"is corrupt or truncated ({detail})",
+                           "a complete file written by `edgehal train`") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise EdgehalError(what, "is not an edgehal checkpoint",
+                           f"a file written by `edgehal train` (format {FORMAT})")
+    missing = [k for k in _REQUIRED if k not in payload]
+    if missing:
+        raise EdgehalError(what, f"lacks {missing}", "a complete edgehal checkpoint")
+    return LoadedCheckpoint(p, payload)
+
+
+def checkpoint_bytes(payload: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()

@@ -1,0 +1,275 @@
+"""Training loop, evaluation and the model/data wiring shared by train and eval.
+
+SGD with momentum (or AdamW) and a cosine schedule with linear warm-up, per
+step; a progress bar with loss, accuracy and throughput; validation every
+epoch; an atomic checkpoint every epoch, so ``--resume`` continues where a run
+stopped. CUDA with mixed precision when present; several processes through
+``torchrun`` (DistributedDataParallel, gloo on CPU, nccl on GPU).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgehal.checkpoint import load_checkpoint, save_checkpoint
+from edgehal.config import Config, config_from_dict
+from edgehal.data import DataBundle, Split, build_dataset
+from edgehal.errors import EdgehalError
+from edgehal.metrics import compute_metrics
+from edgehal.nets.registry import create_model, model_parameters
+
+Log = Callable[[str], None]
+
+
+def load_data(cfg: Config) -> DataBundle:
+    options = dict(cfg.data.options)
+    for key in ("val_size", "download", "limit", "verify_checksums"):
+        value = getattr(cfg.data, key)
+        if value is not None and key in _builder_params(cfg.data.dataset):
+            options[key] = value
+    return build_dataset(cfg.data.dataset, root=cfg.data.root, seed=cfg.train.seed, **options)
+
+
+def _builder_params(dataset: str) -> set[str]:
+    import inspect
+
+    from edgehal.data.base import _DATASETS, _load_builtin
+    _load_builtin()
+    fn = _DATASETS.get(dataset)
+    return set(inspect.signature(fn).parameters) if fn else set()
+
+
+def model_kwargs_for(cfg: Config, data: DataBundle) -> dict[str, Any]:
+    """The builder's arguments: the config's, plus what the data set tells (shape, classes, stats)."""
+    kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
+    params = model_parameters(cfg.model["name"])
+    derived = {"class_names": list(data.class_names), "input_shape": list(data.input_shape),
+               "mean": list(data.mean), "std": list(data.std), **data.model_kwargs}
+    for key, value in derived.items():
+        if key in params and key not in kwargs:
+            kwargs[key] = value
+    return kwargs
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EdgehalError("train.device", "is cuda but no CUDA GPU is available", "auto or cpu")
+    return torch.device(name)
+
+
+def to_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.to(device, non_blocking=True).float()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, *, batch_size: int = 1000,
+            device: torch.device | None = None) -> dict[str, np.ndarray]:
+    """Every named output of ``model`` on ``split``, concatenated, as float32 numpy arrays."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    chunks: dict[str, list[np.ndarray]] = {}
+    for batch in split.batches(batch_size):
+        out = model(to_input(batch.x, device))
+        for name, value in out.items():
+            chunks.setdefault(name, []).append(value.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def evaluate(model: nn.Module, split: Split, *, batch_size: int = 1000,
+             device: torch.device | None = None) -> dict[str, Any]:
+    outputs = predict(model, split, batch_size=batch_size, device=device)
+    return compute_metrics(model.manifest, outputs, split.numpy_labels())
+
+
+def main_metric(metrics: dict[str, Any], manifest) -> str:
+    m = metrics.get(manifest.main.name, {})
+    if "error_rate" in m:
+        return f"{manifest.main.name} error {m['error_rate']:.2f}%"
+    return ", ".join(f"{k} {v:.4g}" for k, v in metrics.get("summary", {}).items())
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return _Dist(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=t.lr)
+    return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0)
+
+
+def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
+          progress: bool | None = None) -> Path:
+    """Train ``cfg``; return the path of the final checkpoint (``<run_dir>/checkpoint.pt``)."""
+    from tqdm.auto import tqdm
+
+    from edgehal.data.images import augment_batch
+
+    t = cfg.train
+    device = resolve_device(t.device)
+    dist_info = _init_distributed(device)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed + dist_info.rank)
+    data = load_data(cfg)
+    kwargs = model_kwargs_for(cfg, data)
+    model = create_model(cfg.model["name"], **kwargs).to(device)
+    manifest = model.manifest
+    optimizer = _optimizer(cfg, model)
+    amp = (device.type == "cuda") if t.amp is None else bool(t.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    run_dir = cfg.run_dir
+    ckpt_path = run_dir / "checkpoint.pt"
+    start_epoch, history = 0, []
+    if resume:
+        state = load_checkpoint(resume, map_location=str(device)).payload
+        if state.get("model_name") != cfg.model["name"]:
+            raise EdgehalError(f"--resume {resume}", f"holds model {state.get('model_name')!r}",
+                               f"a checkpoint of {cfg.model['name']!r}")
+        model.load_state_dict(state["state_dict"])
+        if "optimizer" in state.get("training", {}):
+            optimizer.load_state_dict(state["training"]["optimizer"])
+        start_epoch = int(state.get("training", {}).get("epoch", 0))
+        history = list(state.get("history", []))
+        log(f"resuming {cfg.name} from epoch {start_epoch} ({resume})")
+
+    train_model: nn.Module = model
+    if dist_info.world > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    n = len(data.train)
+    per_rank = max(1, t.batch_size // dist_info.world)
+    steps_per_epoch = math.ceil(n / dist_info.world / per_rank)
+    total_steps = steps_per_epoch * t.epochs
+    warmup = int(round(t.warmup_epochs * steps_per_epoch))
+    gen = torch.Generator().manual_seed(t.seed)
+    aug_gen = torch.Generator().manual_seed(t.seed * 7919 + dist_info.rank)
+    show = dist_info.is_main and (progress if progress is not None else None)
+    val = data.val if len(data.val) else data.test
+
+    for epoch in range(start_epoch, t.epochs):
+        train_model.train()
+        # Same permutation on every rank (seeded by epoch), each rank takes its stride.
+        gen.manual_seed(t.seed * 1000 + epoch)
+        perm = torch.randperm(n, generator=gen)[dist_info.rank::dist_info.world]
+        seen, correct, loss_sum, t0 = 0, 0, 0.0, time.perf_counter()
+        bar = tqdm(total=len(perm), desc=f"epoch {epoch + 1}/{t.epochs}", unit="img",
+                   disable=not show if show is not None else None, leave=False, dynamic_ncols=True)
+        for i in range(0, len(perm), per_rank):
+            step = epoch * steps_per_epoch + i // per_rank
+            lr = _lr_at(step, total_steps, warmup, t.lr, t.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = data.train.subset(perm[i:i + per_rank])
+            x = batch.x
+            if data.augment:
+                x = augment_batch(x, data.augment, aug_gen)
+            x = to_input(x, device)
+            labels = {k: v.to(device, non_blocking=True) for k, v in batch.labels.items()}
+            with torch.autocast(device.type, enabled=amp):
+                outputs = train_model(x)
+                loss, _ = model.loss(outputs, labels, aux_weight=t.aux_weight)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            bs = len(x)
+            seen += bs
+            loss_sum += float(loss.detach()) * bs
+            main = outputs[manifest.main.name]
+            if manifest.main.task == "classification" and "label" in labels:
+                correct += int((main.argmax(1) == labels["label"]).sum())
+            elapsed = time.perf_counter() - t0
+            bar.update(bs)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
+                            lr=f"{lr:.3g}", ips=f"{seen / max(elapsed, 1e-9):.0f}/s", refresh=False)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        if not dist_info.is_main:
+            continue
+        val_metrics = evaluate(model, val, batch_size=t.eval_batch_size, device=device)
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                  "train_acc": 100.0 * correct / max(seen, 1), "val": val_metrics, "seconds": seconds,
+                  "images_per_second": seen / max(seconds, 1e-9)}
+        history.append(record)
+        log(f"epoch {epoch + 1}/{t.epochs}: loss {record['train_loss']:.4f}, "
+            f"val {main_metric(val_metrics, manifest)}, {seconds:.1f}s ({record['images_per_second']:.0f} img/s)")
+        _save(ckpt_path, cfg, kwargs, model, data, optimizer, epoch + 1, history, {"val": val_metrics})
+
+    if dist_info.is_main:
+        test_metrics = evaluate(model, data.test, batch_size=t.eval_batch_size, device=device)
+        last_val = history[-1]["val"] if history else {}
+        _save(ckpt_path, cfg, kwargs, model, data, optimizer, t.epochs, history,
+              {"val": last_val, "test": test_metrics})
+        log(f"test: {main_metric(test_metrics, manifest)}; checkpoint {ckpt_path}")
+    if dist_info.world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+    return ckpt_path
+
+
+def _save(path: Path, cfg: Config, kwargs: dict, model: nn.Module, data: DataBundle,
+          optimizer: torch.optim.Optimizer, epoch: int, history: list, metrics: dict) -> None:
+    save_checkpoint(path, {
+        "name": cfg.name,
+        "config": cfg.to_dict(),
+        "model_name": cfg.model["name"],
+        "model_kwargs": kwargs,
+        "manifest": model.manifest.to_dict(),
+        "class_names": list(data.class_names),
+        "preprocessing": data.preprocessing(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": metrics,
+        "history": history,
+        "training": {"epoch": epoch, "optimizer": optimizer.state_dict(), "seed": cfg.train.seed},
+    })
+
+
+def config_of_checkpoint(payload: dict) -> Config:
+    return config_from_dict(payload["config"], what="config stored in checkpoint")
