@@ -31,11 +31,11 @@ def versions() -> dict[str, str]:
 
     import edgehal
 
-    out = {"edgehal": edgehal.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+    out = {"edgehal": edgehal.__version__, "torch": str(torch.__version__), "onnx": str(onnx.__version__),
            "python": platform.python_version()}
     try:
         import onnxruntime
-        out["onnxruntime"] = onnxruntime.__version__
+        out["onnxruntime"] = str(onnxruntime.__version__)
     except ImportError:
         pass
     return out

@@ -102,7 +102,7 @@ def _section(cls: type, raw: Any, what: str):
         if key not in hints:
             raise EdgehalError(f"{what}.{key}", "is not a known key", f"one of {sorted(hints)}")
         if not _type_ok(value, hints[key]):
-            expected = str(hints[key]).replace("typing.", "")
+            expected = getattr(hints[key], "__name__", None) or str(hints[key]).replace("typing.", "")
             raise EdgehalError(f"{what}.{key}", f"has value {value!r} of type {type(value).__name__}",
                                f"type {expected}")
     return cls(**dict(raw))

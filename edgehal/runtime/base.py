@@ -89,11 +89,12 @@ class Runner(ABC):
                                "use it as a context manager: with runner: ...")
         checked = check_feed(feed, self.input_specs(), max_batch=self.max_batch,
                              what=f"runner {self.name}")
-        names = list(self.output_names()) if outputs is None else list(outputs)
-        unknown = [n for n in names if n not in self.output_names()]
+        available = list(self.output_names())
+        names = available if outputs is None else list(outputs)
+        unknown = [n for n in names if n not in available]
         if unknown:
             raise EdgehalError(f"output {unknown[0]!r}", f"is not an output of {self.name}",
-                               f"one of {list(self.output_names())}")
+                               f"one of {available}")
         return self._infer(checked, names)
 
     @abstractmethod

@@ -1,0 +1,48 @@
+"""Open the right runner for an artifact: checkpoint, ONNX file or TensorRT engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgehal.errors import EdgehalError
+from edgehal.runtime.base import Runner
+
+BACKENDS = ("torch", "torch-compile", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")
+_SUFFIX_BACKENDS = {".pt": ("torch", "torch-compile"), ".pth": ("torch", "torch-compile"),
+                    ".onnx": ("ort-cpu", "ort-cuda", "ort-tensorrt"), ".plan": ("tensorrt",),
+                    ".engine": ("tensorrt",)}
+
+
+def artifact_kind(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIX_BACKENDS:
+        raise EdgehalError(f"artifact {path}", f"has an unknown suffix {suffix!r}",
+                           "a checkpoint (.pt), an ONNX file (.onnx) or a TensorRT engine (.plan/.engine)")
+    return suffix
+
+
+def default_backend(path: str | Path) -> str:
+    return _SUFFIX_BACKENDS[artifact_kind(path)][0]
+
+
+def open_runner(path: str | Path, *, backend: str | None = None, threads: int | None = None,
+                device: str | None = None) -> Runner:
+    """A runner (not yet activated) for ``path``. ``backend`` defaults to the file type's first."""
+    p = Path(path)
+    kind = artifact_kind(p)
+    backend = backend or default_backend(p)
+    if backend not in BACKENDS:
+        raise EdgehalError(f"backend {backend!r}", "is unknown", f"one of {list(BACKENDS)}")
+    if backend not in _SUFFIX_BACKENDS[kind]:
+        raise EdgehalError(f"backend {backend!r}", f"cannot run a {kind} file ({p.name})",
+                           f"one of {list(_SUFFIX_BACKENDS[kind])}")
+    if not p.is_file():
+        raise EdgehalError(f"artifact {p}", "file not found")
+    if backend in ("torch", "torch-compile"):
+        from edgehal.runtime.torch import TorchRunner
+        return TorchRunner(p, device=device, compile=backend == "torch-compile", threads=threads)
+    if backend.startswith("ort-"):
+        from edgehal.runtime.onnxruntime import OnnxRuntimeRunner
+        return OnnxRuntimeRunner(p, providers=[backend[4:]], threads=threads)
+    from edgehal.runtime.tensorrt import TensorRTRunner
+    return TensorRTRunner(p)

@@ -1,0 +1,124 @@
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgehal.errors import EdgehalError
+from edgehal.export.metadata import read_metadata
+from edgehal.export.onnx import ExportOptions, export_onnx, prune_outputs
+
+
+def _consumers_reach(model, name, outputs):
+    """Output names reachable downstream from tensor ``name``."""
+    frontier, seen, reached = [name], set(), set()
+    while frontier:
+        t = frontier.pop()
+        if t in outputs:
+            reached.add(t)
+        for node in model.graph.node:
+            if t in node.input:
+                for o in node.output:
+                    if o not in seen:
+                        seen.add(o)
+                        frontier.append(o)
+    return reached
+
+
+def test_kept_and_pruned_mnist_exports(mnist_checkpoint, mnist_exports, data_root):
+    kept = onnx.load(mnist_exports["keep"])
+    pruned = onnx.load(mnist_exports["prune"])
+    for m in (kept, pruned):
+        onnx.checker.check_model(m, full_check=True)
+    assert [o.name for o in kept.graph.output] == ["logits", "aux_case1"]
+    assert [o.name for o in pruned.graph.output] == ["logits"]
+    # no node of the pruned graph has a result that reaches only an auxiliary output
+    outs = {o.name for o in pruned.graph.output}
+    for node in pruned.graph.node:
+        assert any(_consumers_reach(pruned, o, outs) for o in node.output), node.name
+    # dynamic batch by default
+    assert pruned.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_plain_onnxruntime_gives_the_checkpoint_error_rate(mnist_checkpoint, mnist_exports, data_root):
+    from edgehal.checkpoint import load_checkpoint
+    from edgehal.data import build_dataset
+
+    test = build_dataset("mnist", root=data_root).test
+    x, y = test.x.float().numpy(), test.labels["label"].numpy()
+    recorded = load_checkpoint(mnist_checkpoint).metrics["test"]
+    for aux in ("keep", "prune"):
+        sess = ort.InferenceSession(str(mnist_exports[aux]), providers=["CPUExecutionProvider"])
+        logits = np.concatenate([sess.run(["logits"], {"input": x[i:i + 1000]})[0] for i in range(0, len(x), 1000)])
+        assert 100.0 * (logits.argmax(1) != y).mean() == pytest.approx(recorded["logits"]["error_rate"], abs=1e-9)
+    sess = ort.InferenceSession(str(mnist_exports["keep"]), providers=["CPUExecutionProvider"])
+    aux = np.concatenate([sess.run(["aux_case1"], {"input": x[i:i + 1000]})[0] for i in range(0, len(x), 1000)])
+    superclass = np.where(y >= 5, 0, 1)
+    assert 100.0 * (aux.argmax(1) != superclass).mean() == pytest.approx(recorded["aux_case1"]["error_rate"])
+
+
+def test_metadata_carries_the_manifest_and_provenance(mnist_checkpoint, mnist_exports):
+    from edgehal.fileio import sha256_file
+    meta = read_metadata(mnist_exports["keep"])
+    assert meta.manifest.head_names == ("logits", "aux_case1")
+    assert meta.manifest.head("aux_case1").parent_map == (1, 1, 1, 1, 1, 0, 0, 0, 0, 0)
+    assert meta.preprocessing["layout"] == "NCHW" and len(meta.preprocessing["mean"]) == 1
+    assert meta.source_sha256 == sha256_file(mnist_checkpoint)
+    assert meta.metrics["test"]["logits"] is not None
+    assert {"torch", "onnx", "onnxruntime", "edgehal"} <= set(meta.versions)
+    pruned = read_metadata(mnist_exports["prune"])
+    assert pruned.aux == "prune" and pruned.manifest.head_names == ("logits",)
+    assert pruned.full_manifest.head_names == ("logits", "aux_case1")
+
+
+def test_pruning_a_training_only_branch_removes_its_nodes(digits_ds_checkpoint, tmp_path):
+    k, p = tmp_path / "k.onnx", tmp_path / "p.onnx"
+    rk = export_onnx(digits_ds_checkpoint, k, options=ExportOptions(aux="keep"), log=lambda _: None)
+    rp = export_onnx(digits_ds_checkpoint, p, options=ExportOptions(aux="prune"), log=lambda _: None)
+    assert rp.nodes < rk.nodes
+    assert len(onnx.load(p).graph.initializer) < len(onnx.load(k).graph.initializer)
+    x = (np.random.default_rng(0).random((7, 1, 8, 8)) * 255).astype(np.float32)
+    a = ort.InferenceSession(str(k)).run(["logits"], {"input": x})[0]
+    b = ort.InferenceSession(str(p)).run(["logits"], {"input": x})[0]
+    assert np.array_equal(a, b)
+
+
+def test_fixed_batch_fp16_and_opset(digits_checkpoint, tmp_path):
+    out = tmp_path / "f16.onnx"
+    export_onnx(digits_checkpoint, out, options=ExportOptions(precision="fp16", batch_size=4, opset=18),
+                log=lambda _: None)
+    m = onnx.load(out)
+    assert m.opset_import[0].version == 18
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # FP32 I/O
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
+    assert read_metadata(out).precision == "fp16"
+
+
+def test_bad_requests_write_nothing(digits_checkpoint, tmp_path):
+    out = tmp_path / "x.onnx"
+    with pytest.raises(EdgehalError, match="keep or prune"):
+        export_onnx(digits_checkpoint, out, options=ExportOptions(aux="drop"))
+    with pytest.raises(EdgehalError, match="INT8 comes from"):
+        export_onnx(digits_checkpoint, out, options=ExportOptions(precision="int8"))
+    with pytest.raises(EdgehalError, match="differs from PyTorch"):
+        export_onnx(digits_checkpoint, out, options=ExportOptions(precision="fp16", atol=1e-9),
+                    log=lambda _: None)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(EdgehalError, match="not an output"):
+        prune_outputs(onnx.ModelProto(), ["nothing"])
+
+
+def test_cli_corrupt_onnx_and_non_edgehal_checkpoint(tmp_path, digits_checkpoint):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(EdgehalError, match="corrupt or not an ONNX file"):
+        read_metadata(bad)
+    import torch
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    r = subprocess.run([sys.executable, "-m", "edgehal.cli", "export", str(foreign), "-o", str(tmp_path / "o.onnx")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "is not an edgehal checkpoint" in r.stderr and "Traceback" not in r.stderr

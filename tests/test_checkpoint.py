@@ -1,0 +1,76 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from edgehal.checkpoint import load_checkpoint, save_checkpoint
+from edgehal.errors import EdgehalError
+
+
+def test_round_trip_rebuilds_the_same_model(digits_checkpoint):
+    ckpt = load_checkpoint(digits_checkpoint)
+    model = ckpt.build_model()
+    assert ckpt.manifest.head_names == ("logits", "aux_case1")
+    assert ckpt.payload["class_names"] == [str(i) for i in range(10)]
+    assert ckpt.preprocessing["dataset"] == "digits"
+    assert "test" in ckpt.metrics and "logits" in ckpt.metrics["test"]
+    assert {"edgehal", "torch", "onnx"} <= set(ckpt.payload["versions"])
+    x = torch.rand(3, 1, 8, 8) * 255
+    out = model(x)
+    assert out["logits"].shape == (3, 10) and out["aux_case1"].shape == (3, 2)
+
+
+def test_loads_with_weights_only(digits_checkpoint):
+    payload = torch.load(digits_checkpoint, weights_only=True)  # must not raise
+    assert payload["format"] == "edgehal-checkpoint/1"
+
+
+def test_truncated_and_foreign_files_are_refused(digits_checkpoint, tmp_path):
+    data = digits_checkpoint.read_bytes()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(EdgehalError, match="corrupt or truncated"):
+        load_checkpoint(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(EdgehalError, match="not an edgehal checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(EdgehalError, match="file not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_failed_save_leaves_previous_file_intact(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model_name": "x", "model_kwargs": {}, "manifest": {}, "state_dict": {}})
+    before = path.read_bytes()
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        save_checkpoint(path, {"bad": Boom()})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgehal.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_truncated_checkpoint_and_unknown_config_key(digits_checkpoint, tmp_path):
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(digits_checkpoint.read_bytes()[:1000])
+    r = _cli("eval", str(bad))
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("error: checkpoint") and "corrupt or truncated" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: x\nmodel: {name: hal_resnet}\ntrain: {epochs: 1, lr_max: 3}\n")
+    r = _cli("train", str(cfg))
+    assert r.returncode == 1
+    assert "train.lr_max | is not a known key" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("train", str(cfg).replace("c.yaml", "missing.yaml"))
+    assert r.returncode == 1 and "file not found" in r.stderr
