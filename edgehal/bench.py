@@ -65,16 +65,11 @@ from edgehal.bench_timing import (Clock, DeviceTimedRunner, LatencyStats, Measur
                                   runner_device, spread)
 from edgehal.errors import EdgehalError
 from edgehal.runtime.base import Runner, TensorSpec, format_shape
+from edgehal.runtime.loader import BACKEND_SUFFIXES
+from edgehal.runtime.loader import default_backend as default_backend
 
 #: Backend names ``open_runner`` understands, and the artifact suffixes each runs.
-BACKENDS: dict[str, tuple[str, ...]] = {
-    "torch": (".pt", ".pth"),
-    "torch-compile": (".pt", ".pth"),
-    "ort-cpu": (".onnx",),
-    "ort-cuda": (".onnx",),
-    "ort-tensorrt": (".onnx",),
-    "tensorrt": (".plan", ".engine"),
-}
+BACKENDS = BACKEND_SUFFIXES
 ARTIFACT_SUFFIXES = tuple(sorted({s for v in BACKENDS.values() for s in v}))
 MODES = ("e2e", "device")
 FORMAT = "edgehal-bench/1"
@@ -235,16 +230,6 @@ def describe_artifact(path: str | Path, *, name: str | None = None) -> Artifact:
         # The checkpoint runs every head; its hash is what its ONNX exports record as source.
         return Artifact(str(p), label, "checkpoint", None, None, None, sha256_file(p))
     return Artifact(str(p), label, "engine")
-
-
-def default_backend(path: str | Path) -> str:
-    """The loader's default backend for the file type (the first that runs it, here as a fallback)."""
-    try:
-        from edgehal.runtime.loader import default_backend as loader_default
-    except ImportError:
-        suffix = Path(path).suffix.lower()
-        return next(b for b, sfx in BACKENDS.items() if suffix in sfx)
-    return loader_default(path)
 
 
 def plan(artifacts: Sequence[str | Path], options: BenchOptions) -> list[Case]:

@@ -7,10 +7,18 @@ from pathlib import Path
 from edgehal.errors import EdgehalError
 from edgehal.runtime.base import Runner
 
-BACKENDS = ("torch", "torch-compile", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")
-_SUFFIX_BACKENDS = {".pt": ("torch", "torch-compile"), ".pth": ("torch", "torch-compile"),
-                    ".onnx": ("ort-cpu", "ort-cuda", "ort-tensorrt"), ".plan": ("tensorrt",),
-                    ".engine": ("tensorrt",)}
+#: Backend name -> the artifact suffixes it runs; the first backend of a suffix is its default.
+BACKEND_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "torch": (".pt", ".pth"),
+    "torch-compile": (".pt", ".pth"),
+    "ort-cpu": (".onnx",),
+    "ort-cuda": (".onnx",),
+    "ort-tensorrt": (".onnx",),
+    "tensorrt": (".plan", ".engine"),
+}
+BACKENDS = tuple(BACKEND_SUFFIXES)
+_SUFFIX_BACKENDS = {sfx: tuple(b for b, sfxs in BACKEND_SUFFIXES.items() if sfx in sfxs)
+                    for sfx in sorted({s for v in BACKEND_SUFFIXES.values() for s in v})}
 
 
 def artifact_kind(path: str | Path) -> str:
