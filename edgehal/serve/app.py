@@ -1,0 +1,330 @@
+"""HTTP/REST routes of the Open Inference Protocol, on aiohttp.
+
+Exactly one route table (:func:`routes`); every route is thin and hands off
+to the :class:`~edgehal.serve.dataplane.DataPlane`. Exceptions become status
+codes in exactly one table (:data:`ERROR_STATUS`), with the body
+``{"error": message}``:
+
+=========================================  ======
+invalid input (``InvalidRequest``)          400
+body over ``--max-request-bytes``           413
+unknown model or version, or no such route  404
+a route's wrong method                      405
+not ready, shutting down, overloaded        503
+anything else (a bug)                       500
+=========================================  ======
+
+Overloaded is a model's full queue (``--max-queue-size``) or more request
+bytes in flight than 16 x ``--max-request-bytes``: together they bound
+memory however many clients connect.
+
+413 rather than Triton's 400 for an oversized body, because it is the status
+HTTP defines for exactly that and clients (and proxies) know not to retry it
+unchanged; it is refused from ``Content-Length`` before the body is read, and
+from ``Expect: 100-continue`` before it is even sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from edgehal.errors import EdgehalError
+from edgehal.serve.dataplane import DataPlane
+from edgehal.serve.protocol import (InvalidRequest, ModelNotFound, PayloadTooLarge, Unavailable,
+                                    dumps)
+from edgehal.serve.repository import ModelOptions, discover, load
+
+log = logging.getLogger("edgehal.serve")
+
+SERVER_NAME = "edgehal"
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
+
+# Most specific first; the first matching class wins.
+ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (PayloadTooLarge, 413),
+    (InvalidRequest, 400),
+    (ModelNotFound, 404),
+    (Unavailable, 503),
+    (EdgehalError, 400),  # a runner's own input check: still the client's input
+)
+
+
+def status_of(exc: BaseException, method: str = "", path: str = "") -> tuple[int, str]:
+    """The HTTP status and error message for an exception raised while serving."""
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return exc.status, (f"method {method} on {path} | is not allowed. "
+                            f"Note: {', '.join(sorted(exc.allowed_methods))}")
+    if isinstance(exc, web.HTTPNotFound):
+        return exc.status, f"route {path} | does not exist. Note: the /v2 routes of the Open Inference Protocol"
+    if isinstance(exc, web.HTTPException):  # aiohttp's own, for malformed HTTP
+        return exc.status, exc.reason
+    for cls, status in ERROR_STATUS:
+        if isinstance(exc, cls):
+            return status, str(exc)
+    return 500, f"internal error ({exc.__class__.__name__}: {exc})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerOptions:
+    """Where to listen and how much to accept. ``shutdown_timeout`` bounds the wait for
+    in-flight requests on SIGTERM/SIGINT."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_request_bytes: int = 64 * 1024 * 1024
+    shutdown_timeout: float = 30.0
+
+    @property
+    def max_inflight_bytes(self) -> int:
+        """Request bodies held at once (being read, queued, or running); beyond it, 503.
+        With the queue bound this caps memory however many clients connect."""
+        return 16 * self.max_request_bytes
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise EdgehalError("--port", f"is {self.port}", "0 to 65535 (0 picks a free port)")
+        if self.max_request_bytes < 1024:
+            raise EdgehalError("--max-request-bytes", f"is {self.max_request_bytes}", "at least 1024")
+
+
+def _json(status: int, body: bytes) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return _json(status, dumps({"error": message}))
+
+
+_EMPTY_OK = b""
+
+
+class Handlers:
+    """Thin route handlers: parse the HTTP bits, call the data plane, wrap the result."""
+
+    def __init__(self, plane: DataPlane, options: ServerOptions) -> None:
+        self.plane = plane
+        self.max_bytes = options.max_request_bytes
+        self.max_inflight = options.max_inflight_bytes
+        self.inflight = 0
+
+    # -- health and metadata -------------------------------------------
+    async def live(self, request: web.Request) -> web.Response:
+        return web.Response(status=200, body=_EMPTY_OK)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        self.plane.check_server_ready()
+        return web.Response(status=200, body=_EMPTY_OK)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return _json(200, self.plane.server_metadata_body)
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        served = self.plane.get(request.match_info["name"], request.match_info.get("version"))
+        return _json(200, served.metadata_body)
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        served = self.plane.get(request.match_info["name"], request.match_info.get("version"))
+        self.plane.check_model_ready(served)
+        return web.Response(status=200, body=_EMPTY_OK)
+
+    async def model_config(self, request: web.Request) -> web.Response:
+        served = self.plane.get(request.match_info["name"], request.match_info.get("version"))
+        return _json(200, served.config_body)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(status=200, body=self.plane.metrics_text().encode(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    # -- inference -------------------------------------------------------
+    def _too_large(self, length: int | None) -> PayloadTooLarge:
+        return PayloadTooLarge("request body", "is too large" if length is None else f"is {length} bytes",
+                               f"at most {self.max_bytes} bytes (--max-request-bytes)")
+
+    async def expect(self, request: web.Request) -> web.Response | None:
+        """``Expect: 100-continue``: refuse an oversized body before the client sends it."""
+        length = request.content_length
+        if length is not None and length > self.max_bytes:
+            self.plane.metrics.count_response(413)
+            return error_response(413, str(self._too_large(length)))
+        expect = request.headers.get("Expect", "")
+        if expect.lower() != "100-continue":
+            self.plane.metrics.count_response(417)
+            return error_response(417, f"unknown Expect header {expect[:60]!r}")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+        return None
+
+    async def infer(self, request: web.Request) -> web.Response:
+        match = request.match_info
+        served = self.plane.get(match["name"], match.get("version"))
+        length = request.content_length
+        if length is not None and length > self.max_bytes:
+            raise self._too_large(length)
+        headers = request.headers
+        # aiohttp inflates gzip/deflate bodies itself while reading, within client_max_size
+        encoding = headers.get("Content-Encoding")
+        reserved = self.max_bytes if length is None or encoding is not None else length
+        if self.inflight + reserved > self.max_inflight:
+            raise Unavailable("server", f"is overloaded: {self.inflight} bytes of requests are in flight",
+                              "retry later")
+        self.inflight += reserved
+        try:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:  # a chunked or compressed body over client_max_size
+                raise self._too_large(None) from None
+            except web.RequestPayloadError as exc:  # broken chunking or compression
+                cause = exc.__cause__ or exc
+                detail = " ".join(str(getattr(cause, "message", None) or cause).split()) or type(cause).__name__
+                raise InvalidRequest("request body", f"cannot be read ({detail})",
+                                     "Content-Encoding gzip, deflate or none") from None
+            out, header_length = await self.plane.infer(served, body,
+                                                        headers.get("Inference-Header-Content-Length"))
+        finally:
+            self.inflight -= reserved
+        if header_length is None:
+            return web.Response(body=out, content_type="application/json")
+        return web.Response(body=out, content_type="application/octet-stream",
+                            headers={"Inference-Header-Content-Length": str(header_length)})
+
+
+def routes(h: Handlers) -> list[web.RouteDef]:
+    """The one route table. Inference first: aiohttp tries candidates in order."""
+    return [
+        web.post("/v2/models/{name}/infer", h.infer, expect_handler=h.expect),
+        web.post("/v2/models/{name}/versions/{version}/infer", h.infer, expect_handler=h.expect),
+        web.get("/v2/health/live", h.live),
+        web.get("/v2/health/ready", h.ready),
+        web.get("/v2", h.server_metadata),
+        web.get("/v2/models/{name}", h.model_metadata),
+        web.get("/v2/models/{name}/versions/{version}", h.model_metadata),
+        web.get("/v2/models/{name}/ready", h.model_ready),
+        web.get("/v2/models/{name}/versions/{version}/ready", h.model_ready),
+        web.get("/v2/models/{name}/config", h.model_config),
+        web.get("/v2/models/{name}/versions/{version}/config", h.model_config),
+        web.get("/metrics", h.metrics),
+    ]
+
+
+def _error_middleware(plane: DataPlane) -> Callable:
+    debug = log.isEnabledFor(logging.DEBUG)
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        t0 = time.perf_counter() if debug else 0.0
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            status, message = status_of(exc, request.method, request.path)
+            if status >= 500 and not isinstance(exc, (Unavailable, web.HTTPException)):
+                log.exception("bug while serving %s %s", request.method, request.path)
+            response = error_response(status, message)
+        plane.metrics.count_response(response.status)
+        if debug:
+            log.debug("%s %s %d %.3f ms", request.method, request.path, response.status,
+                      (time.perf_counter() - t0) * 1e3)
+        return response
+
+    return errors
+
+
+def build_app(plane: DataPlane, options: ServerOptions) -> web.Application:
+    app = web.Application(client_max_size=options.max_request_bytes,
+                          middlewares=[_error_middleware(plane)])
+    app.add_routes(routes(Handlers(plane, options)))
+    return app
+
+
+# ---------------------------------------------------------------------------
+# Running
+
+
+async def run_server(plane: DataPlane, options: ServerOptions) -> None:
+    """Listen, warm up, serve until SIGTERM/SIGINT, then shut down gracefully.
+
+    Shutdown: readiness turns off (new inference gets 503), the listening
+    socket closes, requests already received are finished (up to
+    ``shutdown_timeout``), the batchers drain their queues, sessions are freed.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    app = build_app(plane, options)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=options.shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, options.host, options.port, reuse_address=True, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise EdgehalError(f"address {options.host}:{options.port}", f"cannot be bound ({exc.strerror})",
+                               "a free port, or --port 0 to pick one") from None
+        host, port = _bound_address(runner, options)
+        log.info("listening on http://%s:%d", host, port)
+        warm = loop.create_task(plane.start())
+        stopper = loop.create_task(stop.wait())
+        try:
+            await asyncio.wait({warm, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if warm.done():
+                warm.result()  # a failed warm-up is fatal
+                if not stop.is_set():
+                    log.info("ready")
+                await stopper
+        finally:
+            warm.cancel()
+            stopper.cancel()
+        plane.shutting_down = True
+        log.info("shutting down: finishing %d queued requests", plane.queued)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        await plane.close()
+    log.info("stopped")
+
+
+def _bound_address(runner: web.AppRunner, options: ServerOptions) -> tuple[str, int]:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return str(addr[0]), int(addr[1])
+    return options.host, options.port  # pragma: no cover
+
+
+def serve(paths: list[str], *, model_options: ModelOptions, server_options: ServerOptions,
+          inline: bool | None = None) -> None:
+    """Load the models, then serve them until SIGTERM/SIGINT (blocking)."""
+    import edgehal
+
+    models = load(discover(paths), model_options)
+    plane = DataPlane(models, server_name=SERVER_NAME, server_version=getattr(edgehal, "__version__", "0"),
+                      extensions=EXTENSIONS, inline=inline)
+    for d in plane.describe():
+        log.info("serving %(name)r version %(version)s: max_batch_size %(max_batch_size)d, dynamic batching "
+                 "%(dynamic_batching)s, max queue delay %(max_queue_delay_ms).3g ms, queue %(max_queue_size)d", d)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run_server(plane, server_options))
+    except BaseException:
+        for m in models:
+            m.close()
+        raise
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (a faster event loop; optional), else asyncio's."""
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+

@@ -1,0 +1,119 @@
+"""Prometheus text exposition (format 0.0.4), written by hand.
+
+Metrics are plain integer and float fields updated on the request path (a few
+additions and one ``bisect`` per request) and rendered to text only when
+``/metrics`` is scraped, so the hot path allocates nothing for them.
+Label sets are bounded: one set per loaded model version and one per status
+code, never a name a client made up.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Callable, Iterable, Sequence
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Histogram:
+    """Cumulative buckets computed at render time from per-bucket counts."""
+
+    __slots__ = ("bounds", "counts", "total", "count")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str, labels: str) -> Iterable[str]:
+        sep = "," if labels else ""
+        running = 0
+        for bound, n in zip(self.bounds, self.counts):
+            running += n
+            yield f'{name}_bucket{{{labels}{sep}le="{_fmt(bound)}"}} {running}'
+        yield f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}'
+        yield f"{name}_sum{{{labels}}} {_fmt(self.total)}"
+        yield f"{name}_count{{{labels}}} {self.count}"
+
+
+class ModelStats:
+    """Everything measured for one model version."""
+
+    __slots__ = ("labels", "success", "failure", "inferences", "executions",
+                 "latency", "batch_size", "queue_depth")
+
+    def __init__(self, model: str, version: str, queue_depth: Callable[[], int]) -> None:
+        self.labels = f'model="{_escape(model)}",version="{_escape(version)}"'
+        self.success = 0
+        self.failure = 0
+        self.inferences = 0   # samples: a request with batch 4 counts 4
+        self.executions = 0   # onnxruntime runs
+        self.latency = Histogram(LATENCY_BUCKETS_S)
+        self.batch_size = Histogram(BATCH_BUCKETS)
+        self.queue_depth = queue_depth
+
+    def observe_batch(self, size: int) -> None:
+        self.executions += 1
+        self.batch_size.observe(size)
+
+
+class Metrics:
+    """The server's registry: per model version, plus HTTP responses by status code."""
+
+    def __init__(self) -> None:
+        self.models: list[ModelStats] = []
+        self.responses: dict[int, int] = {}
+
+    def add_model(self, model: str, version: str, queue_depth: Callable[[], int]) -> ModelStats:
+        stats = ModelStats(model, version, queue_depth)
+        self.models.append(stats)
+        return stats
+
+    def count_response(self, status: int) -> None:
+        self.responses[status] = self.responses.get(status, 0) + 1
+
+    def render(self) -> str:
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_: str, rows: Iterable[str]) -> None:
+            out.append(f"# HELP {name} {help_}")
+            out.append(f"# TYPE {name} {kind}")
+            out.extend(rows)
+
+        ms = self.models
+        family("edgehal_inference_requests_total", "counter",
+               "Inference requests answered, successful or not.",
+               [f"edgehal_inference_requests_total{{{m.labels}}} {m.success + m.failure}" for m in ms])
+        family("edgehal_inference_failures_total", "counter",
+               "Inference requests that failed (invalid input, overload, errors).",
+               [f"edgehal_inference_failures_total{{{m.labels}}} {m.failure}" for m in ms])
+        family("edgehal_inferences_total", "counter",
+               "Samples inferred (a request of batch 4 counts 4).",
+               [f"edgehal_inferences_total{{{m.labels}}} {m.inferences}" for m in ms])
+        family("edgehal_executions_total", "counter", "onnxruntime runs (one per formed batch).",
+               [f"edgehal_executions_total{{{m.labels}}} {m.executions}" for m in ms])
+        family("edgehal_queue_depth", "gauge", "Requests waiting in the dynamic batcher's queue.",
+               [f"edgehal_queue_depth{{{m.labels}}} {m.queue_depth()}" for m in ms])
+        family("edgehal_request_duration_seconds", "histogram",
+               "Inference request latency inside the server, from body received to response built.",
+               [line for m in ms for line in m.latency.lines("edgehal_request_duration_seconds", m.labels)])
+        family("edgehal_batch_size", "histogram", "Samples per onnxruntime run formed by the batcher.",
+               [line for m in ms for line in m.batch_size.lines("edgehal_batch_size", m.labels)])
+        family("edgehal_http_responses_total", "counter", "HTTP responses by status code, all routes.",
+               [f'edgehal_http_responses_total{{code="{c}"}} {n}' for c, n in sorted(self.responses.items())])
+        return "\n".join(out) + "\n"
+
+
+def _fmt(v: float) -> str:
+    return repr(float(v)) if isinstance(v, float) else str(v)
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -1,0 +1,435 @@
+"""Finding and loading the models to serve.
+
+A path given to ``edgehal serve`` is one of:
+
+* an ONNX file: served under its stem, version "1";
+* a folder of ONNX files: each served under its stem, version "1";
+* a Triton-style model folder ``<model>/config.pbtxt`` + ``<model>/<version>/model.onnx``,
+  or a model repository folder holding several of them. The config is parsed
+  with ``google.protobuf.text_format`` into tritonclient's ``ModelConfig``;
+  ``max_batch_size``, ``dynamic_batching { max_queue_delay_microseconds,
+  default_queue_policy { max_queue_size } }``, ``version_policy``,
+  ``default_model_filename``, the ``input``/``output`` lists (checked against
+  the ONNX graph; a listed output subset is what is served) and an output's
+  ``label_filename`` are honoured. A config without ``dynamic_batching`` runs
+  each request alone, as Triton does. Other fields are ignored.
+
+Command-line batching options are the defaults for models without a config.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgehal.errors import EdgehalError
+from edgehal.export.metadata import OnnxMetadata
+from edgehal.runtime.base import TensorSpec
+from edgehal.serve.protocol import DATATYPES, ModelIO, TensorMeta, triton_datatype
+
+log = logging.getLogger("edgehal.serve")
+
+PLATFORM = "onnxruntime_onnx"
+BACKEND = "onnxruntime"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """Defaults for every served model; a Triton ``config.pbtxt`` overrides the batching ones.
+
+    ``threads`` (onnxruntime intra-op threads) defaults to one less than the
+    cores this process may run on (at least 1): the event loop parsing HTTP
+    needs the other, and a server pinned to one core with ``taskset`` uses one.
+    ``providers`` defaults to the best available, as for the runners.
+    """
+
+    max_batch_size: int = 64
+    dynamic_batching: bool = True
+    max_queue_delay_ms: float = 0.0
+    max_queue_size: int = 256
+    providers: tuple[str, ...] | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 0:
+            raise EdgehalError("--max-batch-size", f"is {self.max_batch_size}", "0 (no batching) or more")
+        if self.max_queue_delay_ms < 0:
+            raise EdgehalError("--max-queue-delay-ms", f"is {self.max_queue_delay_ms}", "0 or more")
+        if self.max_queue_size < 1:
+            raise EdgehalError("--max-queue-size", f"is {self.max_queue_size}", "at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise EdgehalError("--threads", f"is {self.threads}", "at least 1")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model version on disk, before anything is loaded."""
+
+    name: str
+    version: str
+    path: Path
+    config: Any = None  # tritonclient ModelConfig, when the model came with config.pbtxt
+    config_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int  # 0: the model has no batch dimension
+    dynamic: bool
+    max_queue_delay_s: float
+    max_queue_size: int
+
+
+# ---------------------------------------------------------------------------
+# Triton config.pbtxt
+
+
+_MODEL_CONFIG_CLASS: Any = None
+
+
+def model_config_class() -> Any:
+    """tritonclient's ``ModelConfig`` message class.
+
+    ``tritonclient.grpc`` refuses to import without grpcio, but its
+    ``model_config_pb2`` needs only protobuf, so that file is loaded on its own
+    when the package import fails.
+    """
+    global _MODEL_CONFIG_CLASS
+    if _MODEL_CONFIG_CLASS is not None:
+        return _MODEL_CONFIG_CLASS
+    try:
+        from tritonclient.grpc import model_config_pb2  # type: ignore[import-not-found]
+        _MODEL_CONFIG_CLASS = model_config_pb2.ModelConfig
+        return _MODEL_CONFIG_CLASS
+    except Exception:  # ImportError, or RuntimeError when grpcio is missing
+        pass
+    try:
+        spec = importlib.util.find_spec("tritonclient")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("tritonclient")
+        path = Path(list(spec.submodule_search_locations)[0]) / "grpc" / "model_config_pb2.py"
+        mod_spec = importlib.util.spec_from_file_location("_edgehal_triton_model_config_pb2", path)
+        if mod_spec is None or mod_spec.loader is None or not path.is_file():
+            raise ImportError(str(path))
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+        _MODEL_CONFIG_CLASS = module.ModelConfig
+        return _MODEL_CONFIG_CLASS
+    except Exception as exc:
+        raise EdgehalError("Triton config.pbtxt", f"cannot be read: tritonclient's model_config_pb2 is "
+                           f"not importable ({exc.__class__.__name__}: {exc})",
+                           "pip install 'tritonclient[http]' (it ships the ModelConfig protobuf), "
+                           "or serve the .onnx files directly") from None
+
+
+def parse_config(path: Path) -> Any:
+    """Parse a ``config.pbtxt``; unknown fields (a newer Triton's) are skipped with a warning."""
+    from google.protobuf import text_format
+
+    cls = model_config_class()
+    what = f"Triton config {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgehalError(what, f"cannot be read ({exc.__class__.__name__})") from None
+    try:
+        return text_format.Parse(text, cls())
+    except text_format.ParseError as exc:
+        first = str(exc)
+        if "no field named" not in first and "has no field" not in first:
+            raise EdgehalError(what, f"does not parse ({first})",
+                               "a ModelConfig in protobuf text format") from None
+    try:
+        config = text_format.Parse(text, cls(), allow_unknown_field=True)
+    except text_format.ParseError as exc:
+        raise EdgehalError(what, f"does not parse ({exc})", "a ModelConfig in protobuf text format") from None
+    log.warning("%s: skipping fields this tritonclient does not know (%s)", path, first)
+    return config
+
+
+def _is_triton_model_dir(d: Path) -> bool:
+    if (d / "config.pbtxt").is_file():
+        return True
+    return any(c.is_dir() and c.name.isdigit() and (c / "model.onnx").is_file() for c in d.iterdir())
+
+
+def _triton_model(d: Path, *, in_repository: bool = False) -> list[ModelSource]:
+    """The versions of one Triton model folder. Inside a repository, a model for another
+    platform (a TensorRT plan, say) is skipped with a warning, as Triton would fail only it."""
+    cfg_path = d / "config.pbtxt"
+    config = parse_config(cfg_path) if cfg_path.is_file() else None
+    name = d.name
+    what = f"Triton model {d}"
+    filename = "model.onnx"
+    if config is not None:
+        if config.name and config.name != name:
+            raise EdgehalError(what, f"config.pbtxt names it {config.name!r}",
+                               f"the folder's name {name!r}, as Triton requires")
+        if config.platform not in ("", PLATFORM) or config.backend not in ("", BACKEND):
+            if in_repository:
+                log.warning("%s: skipped, platform %r / backend %r is not onnxruntime", what,
+                            config.platform, config.backend)
+                return []
+            raise EdgehalError(what, f"is for platform {config.platform!r} / backend {config.backend!r}",
+                               f"platform {PLATFORM!r} or backend {BACKEND!r}: edgehal serves ONNX models")
+        filename = config.default_model_filename or filename
+    found = sorted(int(c.name) for c in d.iterdir()
+                   if c.is_dir() and c.name.isdigit() and (c / filename).is_file())
+    if not found:
+        raise EdgehalError(what, f"has no version folder holding {filename}",
+                           f"{d}/1/{filename}")
+    versions = found[-1:]
+    if config is not None and config.HasField("version_policy"):
+        policy = config.version_policy
+        choice = policy.WhichOneof("policy_choice")
+        if choice == "all":
+            versions = found
+        elif choice == "latest":
+            versions = found[-max(1, policy.latest.num_versions):]
+        elif choice == "specific":
+            wanted = sorted(int(v) for v in policy.specific.versions)
+            missing = [v for v in wanted if v not in found]
+            if missing:
+                raise EdgehalError(what, f"version_policy asks for version {missing[0]}, which has no {filename}",
+                                   f"one of {found}")
+            versions = wanted
+    return [ModelSource(name, str(v), d / str(v) / filename, config, cfg_path if config else None)
+            for v in versions]
+
+
+def discover(paths: Sequence[str | Path]) -> list[ModelSource]:
+    """Every model version the given paths name, without loading any."""
+    if not paths:
+        raise EdgehalError("edgehal serve", "was given no model", "one or more .onnx files or folders")
+    sources: list[ModelSource] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file():
+            if p.suffix.lower() != ".onnx":
+                raise EdgehalError(f"model {p}", "is not an .onnx file",
+                                   "an .onnx file, a folder of them, or a Triton model repository")
+            sources.append(ModelSource(p.stem, "1", p))
+        elif p.is_dir():
+            if _is_triton_model_dir(p):
+                sources.extend(_triton_model(p))
+                continue
+            children = sorted(p.iterdir())
+            triton = [c for c in children if c.is_dir() and _is_triton_model_dir(c)]
+            onnx = [c for c in children if c.is_file() and c.suffix.lower() == ".onnx"]
+            if not triton and not onnx:
+                raise EdgehalError(f"model folder {p}", "holds no .onnx file and no Triton model",
+                                   "model.onnx files, or <model>/config.pbtxt + <model>/1/model.onnx")
+            for c in triton:
+                sources.extend(_triton_model(c, in_repository=True))
+            sources.extend(ModelSource(c.stem, "1", c) for c in onnx)
+            if not sources:
+                raise EdgehalError(f"model folder {p}", "holds no model that onnxruntime can serve",
+                                   "models with platform 'onnxruntime_onnx'")
+        else:
+            raise EdgehalError(f"model {p}", "file not found")
+    seen: dict[tuple[str, str], Path] = {}
+    for s in sources:
+        if (s.name, s.version) in seen:
+            raise EdgehalError(f"model {s.name!r} version {s.version}",
+                               f"is given twice ({seen[(s.name, s.version)]} and {s.path})",
+                               "unique model names: rename one file")
+        seen[(s.name, s.version)] = s.path
+    return sources
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+def available_cores() -> int:
+    """Cores this process may run on (``taskset`` narrows it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """onnxruntime intra-op threads: one core fewer than available, left to the HTTP event loop."""
+    return max(1, available_cores() - 1)
+
+
+def _config_datatype(data_type: int, config: Any) -> str:
+    name = type(config).DESCRIPTOR.fields_by_name["input"].message_type.fields_by_name[
+        "data_type"].enum_type.values_by_number[data_type].name
+    name = name.removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
+def _dims_agree(a: Sequence[int], b: Sequence[int]) -> bool:
+    return len(a) == len(b) and all(x < 0 or y < 0 or x == y for x, y in zip(a, b))
+
+
+class LoadedModel:
+    """One model version, loaded: its runner, protocol view, batching and metadata."""
+
+    def __init__(self, source: ModelSource, options: ModelOptions) -> None:
+        from edgehal.runtime.onnxruntime import OnnxRuntimeRunner
+
+        self.source = source
+        self.name, self.version = source.name, source.version
+        self.runner = OnnxRuntimeRunner(source.path, providers=options.providers,
+                                        threads=options.threads or default_threads())
+        self.runner.activate()
+        try:
+            self._describe(options)
+        except BaseException:
+            self.runner.deactivate()
+            raise
+
+    def _describe(self, options: ModelOptions) -> None:
+        source, cfg = self.source, self.source.config
+        what = f"model {self.name!r} ({source.path})"
+        in_specs: list[TensorSpec] = list(self.runner.input_specs())
+        out_specs: list[TensorSpec] = list(self.runner.output_specs())
+        if cfg is not None:
+            mbs = int(cfg.max_batch_size)
+            dynamic = cfg.HasField("dynamic_batching")
+            delay = cfg.dynamic_batching.max_queue_delay_microseconds / 1e6 if dynamic else 0.0
+            qsize = options.max_queue_size
+            if dynamic and cfg.dynamic_batching.HasField("default_queue_policy") \
+                    and cfg.dynamic_batching.default_queue_policy.max_queue_size > 0:
+                qsize = int(cfg.dynamic_batching.default_queue_policy.max_queue_size)
+        else:
+            mbs, dynamic = options.max_batch_size, options.dynamic_batching
+            delay, qsize = options.max_queue_delay_ms / 1000.0, options.max_queue_size
+        batchable = all(s.shape and s.shape[0] == -1 for s in in_specs + out_specs)
+        if mbs > 0 and not batchable:
+            if cfg is not None:
+                raise EdgehalError(what, f"config.pbtxt sets max_batch_size {mbs} but the ONNX graph's "
+                                   "first dimension is not dynamic for every input and output",
+                                   "max_batch_size: 0, or a graph exported with a dynamic batch axis")
+            log.info("%s has a fixed first dimension: served without batching", what)
+            mbs = 0
+
+        def meta(s: TensorSpec) -> TensorMeta:
+            return TensorMeta(s.name, triton_datatype(s.dtype), tuple(s.shape[1:] if mbs else s.shape))
+
+        inputs = [meta(s) for s in in_specs]
+        outputs = [meta(s) for s in out_specs]
+        labels: dict[str, tuple[str, ...]] = {}
+        metadata: OnnxMetadata | None = self.runner.metadata
+        if metadata is not None:
+            for head in metadata.manifest.heads:
+                if head.class_names:
+                    labels[head.name] = tuple(head.class_names)
+        if cfg is not None:
+            self.io_batched = mbs > 0
+            outputs = self._check_config(cfg, inputs, outputs, labels, what)
+        self.io = ModelIO(self.name, self.version, tuple(inputs), tuple(outputs), mbs, labels)
+        self.batching = BatchingConfig(mbs, dynamic and mbs > 1, delay, qsize)
+        self.metadata = metadata
+        self.parameters: dict[str, str] = metadata.to_props() if metadata is not None else {}
+        if not self.parameters and cfg is not None:
+            # a repository generator may carry the manifest in config.pbtxt parameters only
+            self.parameters = {k: v.string_value for k, v in cfg.parameters.items() if k.startswith("edgehal.")}
+        self.shape_key = any(d < 0 for t in inputs for d in t.dims)
+
+    def _check_config(self, cfg: Any, inputs: list[TensorMeta], outputs: list[TensorMeta],
+                      labels: dict[str, tuple[str, ...]], what: str) -> list[TensorMeta]:
+        by_in = {t.name: t for t in inputs}
+        for ci in cfg.input:
+            t = by_in.get(ci.name)
+            if t is None:
+                raise EdgehalError(what, f"config.pbtxt lists input {ci.name!r}, which the graph lacks",
+                                   f"inputs {list(by_in)}")
+            self._check_tensor(cfg, ci, t, "input", what)
+        by_out = {t.name: t for t in outputs}
+        chosen = []
+        for co in cfg.output:
+            t = by_out.get(co.name)
+            if t is None:
+                raise EdgehalError(what, f"config.pbtxt lists output {co.name!r}, which the graph lacks",
+                                   f"outputs {list(by_out)}")
+            self._check_tensor(cfg, co, t, "output", what)
+            chosen.append(t)
+            if co.label_filename and co.name not in labels:
+                labels[co.name] = self._read_labels(co.label_filename)
+        return chosen or outputs
+
+    def _check_tensor(self, cfg: Any, c: Any, t: TensorMeta, kind: str, what: str) -> None:
+        if c.HasField("reshape"):
+            raise EdgehalError(what, f"config.pbtxt reshapes {kind} {c.name!r}", "no reshape: it is not supported")
+        datatype = _config_datatype(c.data_type, cfg)
+        if datatype not in DATATYPES or datatype != t.datatype:
+            raise EdgehalError(what, f"config.pbtxt gives {kind} {c.name!r} type TYPE_{datatype}",
+                               f"the graph's {t.datatype}")
+        dims = list(c.dims)
+        if dims == [1] and t.dims == () and self.io_batched:
+            return  # Triton's way to write a per-sample scalar of a batched model
+        if not _dims_agree(dims, t.dims):
+            raise EdgehalError(what, f"config.pbtxt gives {kind} {c.name!r} dims {list(c.dims)}",
+                               f"the graph's {list(t.dims)} (without the batch dimension when "
+                               "max_batch_size > 0)")
+
+    def _read_labels(self, filename: str) -> tuple[str, ...]:
+        folder = self.source.path.parent.parent.resolve()
+        path = (folder / filename).resolve()
+        if folder not in path.parents or not path.is_file():
+            raise EdgehalError(f"model {self.name!r}", f"label_filename {filename!r} is not a file in {folder}")
+        return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+    # -- serving -----------------------------------------------------------
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One onnxruntime run of an already validated batch: every output."""
+        return self.runner.infer(feed)
+
+    def warmup_feeds(self) -> list[dict[str, np.ndarray]]:
+        """Batches of zeros at batch 1 and at the maximum (dynamic dims at 1)."""
+        sizes = [1]
+        if self.batching.max_batch_size > 1:
+            sizes.append(self.batching.max_batch_size)
+        feeds = []
+        for n in sizes:
+            feed = {}
+            for t in self.io.inputs:
+                shape = ([n] if self.io.max_batch_size else []) + [d if d >= 0 else 1 for d in t.dims]
+                if t.datatype == "BYTES":
+                    feed[t.name] = np.full(shape, "", dtype=object)
+                else:
+                    feed[t.name] = np.zeros(shape, dtype=t.dtype)
+            feeds.append(feed)
+        return feeds
+
+    def config_json(self) -> dict[str, Any]:
+        """The model configuration (Triton's ``model_configuration`` extension, JSON form)."""
+        def tensor(t: TensorMeta) -> dict[str, Any]:
+            return {"name": t.name, "data_type": "TYPE_STRING" if t.datatype == "BYTES" else f"TYPE_{t.datatype}",
+                    "dims": list(t.dims)}
+        doc: dict[str, Any] = {"name": self.name, "platform": PLATFORM, "backend": BACKEND,
+                               "max_batch_size": self.batching.max_batch_size,
+                               "input": [tensor(t) for t in self.io.inputs],
+                               "output": [tensor(t) for t in self.io.outputs]}
+        if self.batching.dynamic:
+            doc["dynamic_batching"] = {
+                "max_queue_delay_microseconds": int(round(self.batching.max_queue_delay_s * 1e6)),
+                "default_queue_policy": {"max_queue_size": self.batching.max_queue_size}}
+        return doc
+
+    def close(self) -> None:
+        self.runner.deactivate()
+
+
+def load(sources: Sequence[ModelSource], options: ModelOptions) -> list[LoadedModel]:
+    """Load every source; on any failure unload those already loaded."""
+    loaded: list[LoadedModel] = []
+    try:
+        for s in sources:
+            loaded.append(LoadedModel(s, options))
+            log.info("loaded model %r version %s from %s", s.name, s.version, s.path)
+    except BaseException:
+        for m in loaded:
+            m.close()
+        raise
+    return loaded
