@@ -141,6 +141,77 @@ def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0)
 
 
+# -- staged training (HD-CNN): which parameters train in which epochs ----------
+
+@dataclass(frozen=True)
+class Stage:
+    """``epochs`` epochs training only the parameters whose names start with a prefix in ``train``."""
+
+    first_epoch: int
+    epochs: int
+    train: tuple[str, ...]
+    lr: float
+
+
+def parse_stages(cfg: Config, *, world: int = 1) -> list[Stage]:
+    """``train.stages`` checked before any work: ``[{epochs, train: [prefixes] | 'all', lr?}, ...]``.
+
+    Empty means joint training (every parameter, every epoch). The stages'
+    epochs must add up to ``train.epochs``, so a resumed run lands in its stage.
+    """
+    t = cfg.train
+    stages, first = [], 0
+    for i, raw in enumerate(t.stages):
+        what = f"train.stages[{i}]"
+        if not isinstance(raw, dict) or set(raw) - {"epochs", "train", "lr"} or "epochs" not in raw:
+            raise EdgehalError(what, f"is {raw!r}",
+                               "{epochs: N, train: [parameter-name prefixes] or all, lr: optional}")
+        epochs, names, lr = raw["epochs"], raw.get("train", "all"), raw.get("lr", t.lr)
+        names = [names] if isinstance(names, str) else names
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise EdgehalError(f"{what}.epochs", f"is {epochs!r}", "an integer >= 1")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise EdgehalError(f"{what}.train", f"is {raw.get('train')!r}", "a list of parameter-name prefixes, or all")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+            raise EdgehalError(f"{what}.lr", f"is {lr!r}", "a positive learning rate")
+        stages.append(Stage(first, epochs, tuple(names), float(lr)))
+        first += epochs
+    if stages and world > 1:
+        raise EdgehalError("train.stages", f"are set for {world} processes",
+                           "staged training in one process (DDP cannot change frozen parameters mid-run)")
+    if stages and first != t.epochs:
+        raise EdgehalError("train.stages", f"add up to {first} epochs but train.epochs is {t.epochs}",
+                           f"train.epochs: {first}")
+    return stages
+
+
+def check_stage_prefixes(model: nn.Module, stages: list[Stage]) -> None:
+    """Refuse a prefix that names no parameter (a typo would silently freeze everything)."""
+    names = [n for n, _ in model.named_parameters()]
+    for i, stage in enumerate(stages):
+        for prefix in stage.train:
+            if prefix != "all" and not any(n == prefix or n.startswith(prefix + ".") for n in names):
+                tops = sorted({".".join(n.split(".")[:2]) for n in names} | {"all"})[:12]
+                raise EdgehalError(f"train.stages[{i}].train", f"prefix {prefix!r} names no parameter",
+                                   f"a prefix of the model's parameter names, e.g. {tops}")
+
+
+def apply_stage(model: nn.Module, stages: list[Stage], epoch: int, cfg: Config) -> tuple[int, int, float]:
+    """Freeze every parameter outside ``epoch``'s stage; return (first epoch, epochs, lr) of its schedule.
+
+    Frozen parameters get no gradient, so the optimiser skips them (no update,
+    no weight decay); batch-norm running statistics still follow the data.
+    Without stages: (0, train.epochs, train.lr) and everything trains.
+    """
+    stage = next((s for s in stages if s.first_epoch <= epoch < s.first_epoch + s.epochs), None)
+    if stage is None:
+        return 0, cfg.train.epochs, cfg.train.lr
+    for name, p in model.named_parameters():
+        p.requires_grad_("all" in stage.train or any(name == pre or name.startswith(pre + ".")
+                                                      for pre in stage.train))
+    return stage.first_epoch, stage.epochs, stage.lr
+
+
 def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
           progress: bool | None = None) -> Path:
     """Train ``cfg``; return the path of the final checkpoint (``<run_dir>/checkpoint.pt``)."""
@@ -150,6 +221,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
 
     t = cfg.train
     device = resolve_device(t.device)
+    stages = parse_stages(cfg, world=int(os.environ.get("WORLD_SIZE", "1")))
     dist_info = _init_distributed(device)
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -159,6 +231,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
     model = create_model(cfg.model["name"], **kwargs).to(device)
     manifest = model.manifest
     optimizer = _optimizer(cfg, model)
+    check_stage_prefixes(model, stages)
     amp = (device.type == "cuda") if t.amp is None else bool(t.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
@@ -185,7 +258,6 @@ def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
     n = len(data.train)
     per_rank = max(1, t.batch_size // dist_info.world)
     steps_per_epoch = math.ceil(n / dist_info.world / per_rank)
-    total_steps = steps_per_epoch * t.epochs
     warmup = int(round(t.warmup_epochs * steps_per_epoch))
     gen = torch.Generator().manual_seed(t.seed)
     aug_gen = torch.Generator().manual_seed(t.seed * 7919 + dist_info.rank)
@@ -193,6 +265,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
     val = data.val if len(data.val) else data.test
 
     for epoch in range(start_epoch, t.epochs):
+        stage_first, stage_epochs, stage_lr = apply_stage(model, stages, epoch, cfg)
         train_model.train()
         # Same permutation on every rank (seeded by epoch), each rank takes its stride.
         gen.manual_seed(t.seed * 1000 + epoch)
@@ -201,8 +274,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
         bar = tqdm(total=len(perm), desc=f"epoch {epoch + 1}/{t.epochs}", unit="img",
                    disable=not show if show is not None else None, leave=False, dynamic_ncols=True)
         for i in range(0, len(perm), per_rank):
-            step = epoch * steps_per_epoch + i // per_rank
-            lr = _lr_at(step, total_steps, warmup, t.lr, t.schedule)
+            step = (epoch - stage_first) * steps_per_epoch + i // per_rank
+            lr = _lr_at(step, steps_per_epoch * stage_epochs, warmup, stage_lr, t.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = data.train.subset(perm[i:i + per_rank])
@@ -273,3 +346,16 @@ def _save(path: Path, cfg: Config, kwargs: dict, model: nn.Module, data: DataBun
 
 def config_of_checkpoint(payload: dict) -> Config:
     return config_from_dict(payload["config"], what="config stored in checkpoint")
+
+
+def data_for_checkpoint(ckpt, *, data_root: str | Path | None = None) -> DataBundle:
+    """The data set a checkpoint was trained on, with the same split seed.
+
+    The data directory is ``data_root``, else ``$EDGEHAL_DATA``, else the one
+    recorded at training time.
+    """
+    from edgehal.data.base import DATA_ENV
+
+    cfg = config_of_checkpoint(ckpt.payload)
+    cfg.data.root = str(data_root) if data_root else (os.environ.get(DATA_ENV) or cfg.data.root)
+    return load_data(cfg)

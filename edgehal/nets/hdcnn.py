@@ -1,0 +1,229 @@
+"""HD-CNN coarse-to-fine classifiers (Yan et al., "HD-CNN", ICCV 2015) on the HAL presets.
+
+    image -> in-graph normalisation -> shared trunk (the first stages of HAL's PreActResNet)
+          -> HierarchicalHead: coarse component over the superclasses of a case (Case1..Case4)
+                               + one fine branch per superclass (the last ``branch_stages``
+                                 residual stages, their own copy each, pool, linear)
+          -> fine: log p(y|x) = log sum_k P(k|x) p_k(y|x)   (combine: weighted, HD-CNN)
+                   or log p_k*(y|x), k* = argmax_k P(k|x)     (combine: hard)
+
+The hierarchical head is ``edgehal.nets.hierarchical.HierarchicalHead``, the
+one the localization network uses. Outputs: main ``fine`` (log-probabilities:
+argmax is the prediction, softmax gives them back as probabilities); aux
+``coarse`` (superclass logits) and ``fine_b<k>`` (branch k's logits). The aux
+outputs feed ``fine``, so pruning them at export removes outputs only.
+
+Training (``train.stages``, see ``edgehal.train``): HD-CNN trains the trunk and
+fine branches, then the coarse component, then fine-tunes everything; or all
+jointly. The loss is NLL(fine) + aux_weight * CE(coarse) + branch_weight * NLL
+of each sample under its true superclass's branch (a fine component learns
+from its own coarse category, as in HD-CNN's pretraining of fine components);
+with ``combine: hard`` the NLL(fine) term is left out (see ``HDCNN.loss``).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgehal.errors import EdgehalError
+from edgehal.hierarchy import Head, HeadManifest, aux_head_from_case, get_case
+from edgehal.metrics import register_evaluator
+from edgehal.nets.base import EdgehalModel, InputNormalization
+from edgehal.nets.hal import PRESETS, PreActBlock, PreActResNet
+from edgehal.nets.hierarchical import COMBINE_RULES, HierarchicalHead, routed_nll
+from edgehal.nets.registry import register_model
+
+
+class SharedTrunk(PreActResNet):
+    """HAL's PreActResNet without its final BN-ReLU-pool: the feature map the branches continue from."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        del self.bn  # each branch and the coarse component has its own
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+
+class ConvBranch(nn.Module):
+    """Residual stages (maybe none) -> BN-ReLU -> global average pool -> [Linear-ReLU] -> Linear."""
+
+    def __init__(self, *, cin: int, widths: Sequence[int], blocks: Sequence[int], strides: Sequence[int],
+                 num_outputs: int, hidden: int = 0, dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width, n, stride in zip(widths, blocks, strides):
+            for i in range(n):
+                layers.append(PreActBlock(cin, width, stride if i == 0 else 1))
+                cin = width
+        self.stages = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(cin)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.fc = (nn.Sequential(nn.Linear(cin, hidden), nn.ReLU(), nn.Linear(hidden, num_outputs)) if hidden
+                   else nn.Linear(cin, num_outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.stages(x))).mean(dim=(2, 3))
+        return self.fc(self.dropout(x))
+
+
+class HDCNN(EdgehalModel):
+    """Shared trunk + hierarchical head (coarse component, fine branches, combination rule)."""
+
+    def __init__(self, *, manifest: HeadManifest, in_channels: int, widths: Sequence[int],
+                 blocks: Sequence[int], strides: Sequence[int], branch_stages: int,
+                 groups: Sequence[Sequence[int]], num_classes: int, branch_classes: str, combine: str,
+                 coarse_hidden: int, branch_hidden: int, mean: Sequence[float], std: Sequence[float],
+                 dropout: float, branch_weight: float) -> None:
+        super().__init__()
+        self.manifest = manifest
+        self.normalize = InputNormalization(mean=mean, std=std, scale=1.0 / 255.0)
+        cut = len(widths) - branch_stages
+        self.trunk = SharedTrunk(in_channels=in_channels, widths=widths[:cut], blocks=blocks[:cut],
+                                 strides=strides[:cut])
+        d = self.trunk.num_features
+        self.groups = [list(g) for g in groups]
+        own = branch_classes == "group"
+        tail = dict(widths=widths[cut:], blocks=blocks[cut:], strides=strides[cut:])
+        self.head = HierarchicalHead(
+            coarse=ConvBranch(cin=d, widths=(), blocks=(), strides=(), num_outputs=len(groups),
+                              hidden=coarse_hidden, dropout=dropout),
+            branches=[ConvBranch(cin=d, **tail, num_outputs=len(g) if own else num_classes,
+                                 hidden=branch_hidden, dropout=dropout) for g in groups],
+            combine=combine, num_fine=num_classes, branch_classes=self.groups if own else None)
+        self.register_buffer("coarse_of", torch.tensor(
+            [next(k for k, g in enumerate(groups) if c in g) for c in range(num_classes)]))
+        self.branch_weight = float(branch_weight)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.normalize(x))
+
+    def forward_heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.head(features)
+        out = {"fine": h.combined, "coarse": h.coarse}
+        for k, logits in enumerate(h.branches):
+            out[f"fine_b{k}"] = logits
+        return {head.name: out[head.name] for head in self.manifest.heads}
+
+    def loss(self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], *,
+             aux_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+        y = labels["label"]
+        coarse_y = self.coarse_of[y]
+        nll = nn.functional.nll_loss(outputs["fine"].float(), y)
+        ce = nn.functional.cross_entropy(outputs["coarse"].float(), coarse_y)
+        scores = self.head.scores([outputs[f"fine_b{k}"].float() for k in range(len(self.groups))])
+        branch = routed_nll(scores, coarse_y, y)
+        total = aux_weight * ce + self.branch_weight * branch
+        if self.head.combine == "weighted":
+            # Under hard routing the combined output has no gradient to the coarse component and a
+            # constant IMPOSSIBLE log-probability when it routes wrongly: the two terms above train it.
+            total = total + nll
+        return total, {"fine": float(nll.detach()), "coarse": float(ce.detach()), "branches": float(branch.detach())}
+
+
+@register_model("hdcnn")
+def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[str] | None = None,
+          input_shape: Sequence[int] | None = None, mean: Sequence[float] | None = None,
+          std: Sequence[float] | None = None, preset: str | None = None, widths: Sequence[int] | None = None,
+          blocks: Sequence[int] | None = None, strides: Sequence[int] | None = None, branch_stages: int = 1,
+          combine: str = "weighted", branch_classes: str = "all", coarse_hidden: int = 64,
+          branch_hidden: int = 0, dropout: float = 0.0, branch_weight: float = 1.0) -> HDCNN:
+    """An HD-CNN with the superclasses of ``case`` (``case1``..``case4`` or a mapping file) as coarse classes.
+
+    ``branch_stages`` of the preset's residual stages are copied into every
+    fine branch (0: branches are linear heads on the shared trunk).
+    ``combine``: ``weighted`` (HD-CNN) or ``hard``. ``branch_classes``: ``all``
+    (a branch scores every class, as in HD-CNN) or ``group`` (only its
+    superclass's classes). ``preset`` defaults to ``dataset``.
+    """
+    preset_name = preset or dataset
+    if preset_name not in PRESETS:
+        raise EdgehalError(f"model preset {preset_name!r}", "is unknown", f"one of {sorted(PRESETS)}")
+    if combine not in COMBINE_RULES:
+        raise EdgehalError("model.combine", f"is {combine!r}", f"one of {COMBINE_RULES}")
+    if branch_classes not in ("all", "group"):
+        raise EdgehalError("model.branch_classes", f"is {branch_classes!r}", "all or group")
+    p = PRESETS[preset_name]
+    w, b, s = tuple(widths or p["widths"]), tuple(blocks or p["blocks"]), tuple(strides or p["strides"])
+    if not (len(w) == len(b) == len(s)):
+        raise EdgehalError("model backbone", f"widths {list(w)}, blocks {list(b)} and strides {list(s)} "
+                           "differ in length", "one entry per stage in each")
+    if not 0 <= branch_stages < len(w):
+        raise EdgehalError("model.branch_stages", f"is {branch_stages}",
+                           f"0..{len(w) - 1} (the trunk keeps at least one of the {len(w)} stages)")
+    shape = tuple(input_shape or p["input_shape"])
+    names = tuple(class_names or (str(i) for i in range(10)))
+    sc = get_case(dataset, case)
+    if sc.num_classes != len(names):
+        raise EdgehalError(f"case {case!r}", f"maps {sc.num_classes} classes", f"{len(names)} classes of {dataset}")
+    own = branch_classes == "group"
+    heads = [Head(name="fine", kind="main", level=0, class_names=names,
+                  description=f"log p(y|x), fine branches combined ({combine})"),
+             aux_head_from_case(sc, name="coarse", feeds_main=True)]
+    for k, group in enumerate(sc.groups):
+        cls = tuple(names[c] for c in group) if own else names
+        # -1: the branch does not apply to samples of other superclasses (it is trained on its own only)
+        pmap = tuple((group.index(c) if own else c) if c in group else -1 for c in range(len(names)))
+        heads.append(Head(name=f"fine_b{k}", kind="aux", level=0, class_names=cls, parent_map=pmap,
+                          feeds_main=True, case=sc.name,
+                          description=f"fine branch of superclass {sc.superclass_names[k]} (logits); "
+                                      "parent_map -1: not scored on other superclasses' samples"))
+    manifest = HeadManifest(model="hdcnn", input_name="input", input_shape=shape, heads=tuple(heads),
+                            extra={"dataset": dataset, "evaluator": "hdcnn", "case": sc.name,
+                                   "combine": combine, "branch_classes": branch_classes,
+                                   "superclass_groups": [list(g) for g in sc.groups]})
+    c = shape[0]
+    return HDCNN(manifest=manifest, in_channels=c, widths=w, blocks=b, strides=s, branch_stages=branch_stages,
+                 groups=sc.groups, num_classes=len(names), branch_classes=branch_classes, combine=combine,
+                 coarse_hidden=coarse_hidden, branch_hidden=branch_hidden, mean=tuple(mean or [0.5] * c),
+                 std=tuple(std or [0.5] * c), dropout=dropout, branch_weight=branch_weight)
+
+
+@register_evaluator("hdcnn")
+def hdcnn_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndarray],
+                  labels: Mapping[str, np.ndarray]) -> dict:
+    """Error rate per head, the coarse/fine consistency, and a ``summary``.
+
+    ``fine`` and ``coarse``: error rate on every sample. ``fine_b<k>``: error
+    rate of branch k on the samples of superclass k (what it is trained for).
+    ``coarse_fine_consistency`` (when the coarse output is present): the share
+    of samples whose coarse prediction is the superclass of the fine prediction.
+    """
+    y = np.asarray(labels["label"])
+    groups = manifest.extra["superclass_groups"]
+    coarse_of = np.empty(sum(len(g) for g in groups), dtype=np.int64)
+    for k, g in enumerate(groups):
+        coarse_of[list(g)] = k
+    n = max(len(y), 1)
+
+    def entry(pred: np.ndarray, target: np.ndarray) -> dict:
+        errors = int((pred != target).sum())
+        return {"error_rate": 100.0 * errors / max(len(target), 1), "errors": errors, "count": int(len(target))}
+
+    fine_pred = np.asarray(outputs["fine"]).argmax(axis=1)
+    result: dict = {"fine": entry(fine_pred, y)}
+    summary = {"error_rate": result["fine"]["error_rate"]}
+    if "coarse" in outputs:
+        coarse_pred = np.asarray(outputs["coarse"]).argmax(axis=1)
+        result["coarse"] = entry(coarse_pred, coarse_of[y])
+        agree = int((coarse_pred == coarse_of[fine_pred]).sum())
+        result["coarse_fine_consistency"] = {"consistency_rate": 100.0 * agree / n,
+                                             "inconsistent": int(len(y) - agree), "count": int(len(y))}
+        summary["coarse_error_rate"] = result["coarse"]["error_rate"]
+        summary["coarse_fine_consistency"] = result["coarse_fine_consistency"]["consistency_rate"]
+    for k in range(len(groups)):
+        name = f"fine_b{k}"
+        if name not in outputs:
+            continue
+        rows = coarse_of[y] == k
+        local = np.asarray(outputs[name])[rows].argmax(axis=1)
+        # a "group" branch scores only its superclass's classes, in group order
+        to_class = np.asarray(groups[k]) if manifest.extra.get("branch_classes") == "group" \
+            else np.arange(len(coarse_of))
+        result[name] = entry(to_class[local], y[rows])
+    result["summary"] = summary
+    return result

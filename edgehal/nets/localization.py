@@ -1,0 +1,369 @@
+"""Hierarchical Wi-Fi fingerprint localization (UJIIndoorLoc): building -> floor, and coordinates.
+
+    raw RSSI (520, dBm, 100 = not detected)
+      -> in-graph preprocessing (buffers fitted on training data)
+      -> shared layers
+      -> HierarchicalHead: building classifier (coarse) + one floor classifier per building
+      -> HierarchicalHead: one coordinate regressor per building, routed by the same building logits
+         (or one shared regressor), de-normalised in-graph to metres
+
+At inference the floor head of the *predicted* building decides (``combine:
+hard``, a gather, no Python control flow) and so does its coordinate
+regressor; in training each sample trains its *true* building's floor head and
+regressor (``routed_nll`` / ``route`` with the building label). Both
+hierarchical heads are ``edgehal.nets.hierarchical.HierarchicalHead``, the
+module HD-CNN uses too.
+
+Outputs (manifest): main ``building_floor`` (log-probabilities over the
+building-floor pairs: the decision is its argmax) and ``coordinates`` (metres
+from ``coordinate_origin``); aux ``building`` (logits), ``floor_b<k>`` (floor
+logits of building k's head) and ``coords_b<k>`` (building k's regressor).
+The aux outputs all feed the main ones, so pruning them removes outputs, not
+computation.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgehal.errors import EdgehalError
+from edgehal.hierarchy import Head, HeadManifest
+from edgehal.metrics import register_evaluator
+from edgehal.nets.base import EdgehalModel
+from edgehal.nets.hierarchical import COMBINE_RULES, HierarchicalHead, route, routed_nll
+from edgehal.nets.registry import register_model
+
+FLOOR_PENALTY_M = 4.0      # IPIN competitions: per floor missed
+BUILDING_PENALTY_M = 50.0  # IPIN competitions: wrong building
+NOT_DETECTED_THRESHOLD = 0.0  # RSSI is <= 0 dBm; anything above (100 in the files) is "not detected"
+
+
+class RssiTransform(nn.Module):
+    """Raw RSSI -> [0, 1]: not detected (and never-heard access points) -> 0, ``floor`` dBm -> 0, 0 dBm -> 1.
+
+    The "positive" representation of Torres-Sospedra et al. (2015), optionally
+    raised to ``power`` (their "powed" representation, which weakens noisy
+    low readings). Buffers, so it exports and a deployed model takes raw values.
+    """
+
+    def __init__(self, *, undetected_dbm: float, heard: Sequence[int], power: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("floor_dbm", torch.tensor(float(undetected_dbm)))
+        self.register_buffer("heard", torch.tensor([float(bool(h)) for h in heard]).view(1, -1))
+        self.power = float(power)
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """dBm -> [0, 1], linear in dB (the positive representation)."""
+        detected = (x <= NOT_DETECTED_THRESHOLD).to(x.dtype) * self.heard
+        return torch.clamp((x - self.floor_dbm) / -self.floor_dbm, 0.0, 1.0) * detected
+
+    def curve(self, pos: torch.Tensor) -> torch.Tensor:
+        return pos.pow(self.power) if self.power != 1.0 else pos
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.curve(self.linear(x))
+
+
+def mlp(cin: int, hidden: Sequence[int], cout: int | None, *, dropout: float, batchnorm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers.append(nn.Linear(cin, width))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(nn.ReLU())
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        cin = width
+    if cout is not None:
+        layers.append(nn.Linear(cin, cout))
+    return nn.Sequential(*layers)
+
+
+class HierLocalization(EdgehalModel):
+    """Shared layers, building -> per-building floor heads, per-building (or shared) coordinate regressors."""
+
+    def __init__(self, *, manifest: HeadManifest, building_floors: Sequence[Sequence[int]],
+                 heard: Sequence[int], undetected_dbm: float, coord_mean: Sequence[float], coord_scale: float,
+                 hidden: Sequence[int], branch_hidden: Sequence[int], coord_hidden: Sequence[int],
+                 combine: str, coord_branches: str, dropout: float, input_dropout: float,
+                 rssi_shift_db: float, rssi_noise_db: float, batchnorm: bool, power: float,
+                 building_weight: float, floor_weight: float, coord_weight: float) -> None:
+        super().__init__()
+        self.manifest = manifest
+        self.building_floors = [list(f) for f in building_floors]
+        self.num_buildings = len(self.building_floors)
+        self.rssi = RssiTransform(undetected_dbm=undetected_dbm, heard=heard, power=power)
+        self.input_dropout = float(input_dropout)
+        self.rssi_shift_db = float(rssi_shift_db)
+        self.rssi_noise_db = float(rssi_noise_db)
+        self.shared = mlp(len(heard), hidden, None, dropout=dropout, batchnorm=batchnorm)
+        d = hidden[-1] if hidden else len(heard)
+        pairs = [(b, f) for b, floors in enumerate(self.building_floors) for f in floors]
+        branch_classes, start = [], 0
+        for floors in self.building_floors:
+            branch_classes.append(list(range(start, start + len(floors))))
+            start += len(floors)
+        self.floors = HierarchicalHead(
+            coarse=nn.Linear(d, self.num_buildings),
+            branches=[mlp(d, branch_hidden, len(f), dropout=dropout, batchnorm=batchnorm)
+                      for f in self.building_floors],
+            combine=combine, num_fine=len(pairs), branch_classes=branch_classes)
+        self.per_building_coords = coord_branches == "per_building"
+        if self.per_building_coords:
+            self.coords = HierarchicalHead(
+                coarse=None, task="regression", combine=combine, num_fine=2,
+                branches=[mlp(d, coord_hidden, 2, dropout=dropout, batchnorm=batchnorm)
+                          for _ in self.building_floors])
+        else:
+            self.coords_shared = mlp(d, coord_hidden, 2, dropout=dropout, batchnorm=batchnorm)
+        self.register_buffer("coord_mean", torch.tensor([float(v) for v in coord_mean]).view(1, 2))
+        self.register_buffer("coord_scale", torch.tensor(float(coord_scale)))
+        self.weights = {"building": float(building_weight), "floor": float(floor_weight),
+                        "coords": float(coord_weight)}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        pos = self.rssi.linear(x)
+        if self.training:
+            pos = self._augment(pos)
+        return self.shared(self.rssi.curve(pos))
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Training only: what another phone, person or day does to a fingerprint.
+
+        A per-fingerprint gain offset (phones differ by several dB), per-reading
+        noise, and missed detections. Readings pushed below the floor become
+        "not detected", as they would on a less sensitive phone.
+        """
+        detected = (x > 0).to(x.dtype)
+        per_db = 1.0 / float(-self.rssi.floor_dbm)
+        if self.rssi_shift_db:
+            x = x + torch.randn(x.shape[0], 1, device=x.device, dtype=x.dtype) * (self.rssi_shift_db * per_db)
+        if self.rssi_noise_db:
+            x = x + torch.randn_like(x) * (self.rssi_noise_db * per_db)
+        if self.input_dropout:
+            detected = detected * (torch.rand_like(x) >= self.input_dropout).to(x.dtype)
+        return torch.clamp(x, 0.0, 1.0) * detected
+
+    def _metres(self, normalised: torch.Tensor) -> torch.Tensor:
+        return normalised * self.coord_scale + self.coord_mean
+
+    def forward_heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        fl = self.floors(features)
+        out = {"building_floor": fl.combined, "building": fl.coarse}
+        for k, logits in enumerate(fl.branches):
+            out[f"floor_b{k}"] = logits
+        if self.per_building_coords:
+            co = self.coords(features, coarse_logits=fl.coarse)
+            out["coordinates"] = self._metres(co.combined)
+            for k, value in enumerate(co.branches):
+                out[f"coords_b{k}"] = self._metres(value)
+        else:
+            out["coordinates"] = self._metres(self.coords_shared(features))
+        return {h.name: out[h.name] for h in self.manifest.heads}
+
+    def loss(self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], *,
+             aux_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """CE(building) + CE(true building's floor head) + mean 2D error (normalised units).
+
+        ``aux_weight`` scales the building term (the auxiliary head's loss, as
+        for every model); the floor and coordinate terms are what the main
+        outputs are made of. Coordinates are trained through the true
+        building's regressor.
+        """
+        building = labels["building"]
+        ce_b = nn.functional.cross_entropy(outputs["building"], building)
+        scores = self.floors.scores([outputs[f"floor_b{k}"] for k in range(self.num_buildings)])
+        ce_f = routed_nll(scores, building, labels["label"])
+        if self.per_building_coords:
+            stacked = torch.stack([outputs[f"coords_b{k}"] for k in range(self.num_buildings)], dim=1)
+            pred = route(stacked, building)
+        else:
+            pred = outputs["coordinates"]
+        diff = (pred - labels["coords"].to(pred.dtype)) / self.coord_scale
+        dist = torch.sqrt((diff * diff).sum(dim=1) + 1e-8).mean()
+        w = self.weights
+        total = aux_weight * w["building"] * ce_b + w["floor"] * ce_f + w["coords"] * dist
+        return total, {"building": float(ce_b.detach()), "floor": float(ce_f.detach()),
+                       "coords": float(dist.detach())}
+
+
+@register_model("hier_localization")
+def hier_localization(*, building_floors: Sequence[Sequence[int]], coord_mean: Sequence[float],
+                      coord_scale: float, access_points_heard: Sequence[int] | None = None,
+                      undetected_dbm: float = -110.0, coordinate_origin: Sequence[float] | None = None,
+                      class_names: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
+                      hidden: Sequence[int] = (512, 256), branch_hidden: Sequence[int] = (64,),
+                      coord_hidden: Sequence[int] = (128,), combine: str = "hard",
+                      coord_branches: str = "per_building", dropout: float = 0.2,
+                      input_dropout: float = 0.0, rssi_shift_db: float = 0.0, rssi_noise_db: float = 0.0,
+                      batchnorm: bool = True, power: float = 1.0,
+                      building_weight: float = 1.0, floor_weight: float = 1.0,
+                      coord_weight: float = 1.0) -> HierLocalization:
+    """Hierarchical localization network for fingerprints of ``input_shape`` access points.
+
+    The data set supplies ``building_floors`` (floors of each building),
+    ``coord_mean``/``coord_scale`` (coordinate normalisation, in metres from
+    ``coordinate_origin``), ``access_points_heard`` (defaults to all) and
+    ``undetected_dbm``. ``combine`` is ``hard`` (the predicted building's heads
+    decide) or ``weighted`` (mixtures weighted by building probabilities).
+    ``coord_branches`` is ``per_building`` or ``shared``. Training-only
+    augmentation: ``input_dropout`` (probability of dropping a detected access
+    point), ``rssi_shift_db`` (std of a per-fingerprint gain offset),
+    ``rssi_noise_db`` (std of per-reading noise).
+    """
+    if combine not in COMBINE_RULES:
+        raise EdgehalError("model.combine", f"is {combine!r}", f"one of {COMBINE_RULES}")
+    if coord_branches not in ("per_building", "shared"):
+        raise EdgehalError("model.coord_branches", f"is {coord_branches!r}", "per_building or shared")
+    if not building_floors or any(not f for f in building_floors):
+        raise EdgehalError("model.building_floors", f"is {building_floors!r}",
+                           "a non-empty list of floors for every building")
+    n_in = int(input_shape[0]) if input_shape else (len(access_points_heard) if access_points_heard else 520)
+    heard = list(access_points_heard) if access_points_heard is not None else [1] * n_in
+    if len(heard) != n_in:
+        raise EdgehalError("model.access_points_heard", f"has {len(heard)} entries", f"{n_in}, one per input")
+    for name, value in (("dropout", dropout), ("input_dropout", input_dropout)):
+        if not 0.0 <= value < 1.0:
+            raise EdgehalError(f"model.{name}", f"is {value}", "a probability in [0, 1)")
+    for name, value in (("rssi_shift_db", rssi_shift_db), ("rssi_noise_db", rssi_noise_db)):
+        if value < 0:
+            raise EdgehalError(f"model.{name}", f"is {value}", "a standard deviation in dB, >= 0")
+    pairs = [(b, f) for b, floors in enumerate(building_floors) for f in floors]
+    names = tuple(class_names) if class_names else tuple(f"B{b}F{f}" for b, f in pairs)
+    if len(names) != len(pairs):
+        raise EdgehalError("model.class_names", f"has {len(names)} names",
+                           f"{len(pairs)}, one per building-floor pair")
+    heads = [
+        Head(name="building_floor", kind="main", level=0, class_names=names,
+             description="building-floor decision: log-probabilities; the predicted building's floor "
+                         "head decides" if combine == "hard" else
+                         "building-floor log-probabilities, floor heads weighted by building probability"),
+        Head(name="coordinates", kind="main", level=0, task="regression", class_names=("x", "y"), units="m",
+             description="position in metres east (x) and north (y) of coordinate_origin (EPSG:3857)"),
+        Head(name="building", kind="aux", level=1, class_names=tuple(f"B{b}" for b in range(len(building_floors))),
+             parent_map=tuple(b for b, _ in pairs), feeds_main=True, description="building logits"),
+    ]
+    for k, floors in enumerate(building_floors):
+        heads.append(Head(
+            name=f"floor_b{k}", kind="aux", level=0, class_names=tuple(f"B{k}F{f}" for f in floors),
+            parent_map=tuple(floors.index(f) if b == k else -1 for b, f in pairs), feeds_main=True,
+            description=f"floor logits of building {k}'s head (parent_map -1: pair not in building {k})"))
+    if coord_branches == "per_building":
+        for k in range(len(building_floors)):
+            heads.append(Head(name=f"coords_b{k}", kind="aux", level=0, task="regression", class_names=("x", "y"),
+                              units="m", feeds_main=True, description=f"building {k}'s coordinate regressor"))
+    extra = {"evaluator": "localization", "dataset": "ujiindoorloc", "combine": combine,
+             "building_floor_pairs": [list(p) for p in pairs],
+             "coordinate_origin": list(coordinate_origin) if coordinate_origin is not None else None,
+             "coordinate_frame": "EPSG:3857 metres relative to coordinate_origin",
+             "undetected_dbm": float(undetected_dbm),
+             "penalty_m": {"per_floor": FLOOR_PENALTY_M, "wrong_building": BUILDING_PENALTY_M}}
+    manifest = HeadManifest(model="hier_localization", input_name="rssi", input_shape=(n_in,),
+                            heads=tuple(heads), extra=extra)
+    return HierLocalization(
+        manifest=manifest, building_floors=building_floors, heard=heard, undetected_dbm=undetected_dbm,
+        coord_mean=coord_mean, coord_scale=coord_scale, hidden=tuple(hidden), branch_hidden=tuple(branch_hidden),
+        coord_hidden=tuple(coord_hidden), combine=combine, coord_branches=coord_branches, dropout=dropout,
+        input_dropout=input_dropout, rssi_shift_db=rssi_shift_db, rssi_noise_db=rssi_noise_db,
+        batchnorm=batchnorm, power=power, building_weight=building_weight, floor_weight=floor_weight,
+        coord_weight=coord_weight)
+
+
+# --------------------------------------------------------------------------
+# Evaluator: the same numbers from PyTorch, onnxruntime or TensorRT outputs.
+
+
+def _pairs(manifest: HeadManifest) -> np.ndarray:
+    pairs = manifest.extra.get("building_floor_pairs")
+    if not pairs:
+        raise EdgehalError(f"manifest of {manifest.model}", "has no building_floor_pairs",
+                           "a manifest written by hier_localization")
+    return np.asarray(pairs, dtype=np.int64)
+
+
+def _truth(manifest: HeadManifest, labels: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pairs = _pairs(manifest)
+    if "building" in labels and "floor" in labels:
+        building, floor = np.asarray(labels["building"]), np.asarray(labels["floor"])
+    elif "label" in labels:
+        lab = np.asarray(labels["label"])
+        building, floor = pairs[lab, 0], pairs[lab, 1]
+    else:
+        raise EdgehalError("localization labels", f"have keys {sorted(labels)}",
+                           "building and floor (or label = building-floor index), and coords")
+    if "coords" not in labels:
+        raise EdgehalError("localization labels", f"have keys {sorted(labels)}", "coords (metres) as well")
+    return building.astype(np.int64), floor.astype(np.int64), np.asarray(labels["coords"], dtype=np.float64)
+
+
+def _error_entry(errors: np.ndarray) -> dict:
+    n = int(errors.size)
+    return {"mean_error_m": float(errors.mean()) if n else float("nan"),
+            "median_error_m": float(np.median(errors)) if n else float("nan"),
+            "p75_error_m": float(np.percentile(errors, 75)) if n else float("nan"),
+            "max_error_m": float(errors.max()) if n else float("nan"), "count": n}
+
+
+def _class_entry(pred: np.ndarray, target: np.ndarray) -> dict:
+    errors = int((pred != target).sum())
+    n = int(target.size)
+    return {"error_rate": 100.0 * errors / max(n, 1), "errors": errors, "count": n}
+
+
+@register_evaluator("localization")
+def localization_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndarray],
+                         labels: Mapping[str, np.ndarray]) -> dict:
+    """Per-head entries plus a ``summary``.
+
+    ``summary``: building hit rate (%), floor hit rate (% with building *and*
+    floor right), mean / median 2D error (m), and the IPIN penalised error:
+    2D error + 4 m per floor missed (|floor difference|) + 50 m for a wrong
+    building, averaged. All from the main outputs, so a pruned model scores the
+    same. Per head: ``error_rate`` for classification heads (a ``floor_b<k>``
+    head is scored on the samples of building k only), 2D errors for
+    regression heads (``coords_b<k>`` on building k's samples).
+    """
+    pairs = _pairs(manifest)
+    building, floor, coords = _truth(manifest, labels)
+    decision = np.asarray(outputs["building_floor"]).argmax(axis=1)
+    pred_b, pred_f = pairs[decision, 0], pairs[decision, 1]
+    xy = np.asarray(outputs["coordinates"], dtype=np.float64)
+    err2d = np.sqrt(((xy - coords) ** 2).sum(axis=1))
+    building_ok = pred_b == building
+    floor_ok = building_ok & (pred_f == floor)
+    penalised = err2d + FLOOR_PENALTY_M * np.abs(pred_f - floor) + BUILDING_PENALTY_M * (~building_ok)
+    n = max(len(building), 1)
+
+    truth_pair = {tuple(p): i for i, p in enumerate(pairs.tolist())}
+    target_pair = np.asarray([truth_pair.get((int(b), int(f)), -1) for b, f in zip(building, floor)])
+    result: dict = {
+        "building_floor": {**_class_entry(decision, target_pair),
+                           "building_hit_rate": 100.0 * float(building_ok.sum()) / n,
+                           "floor_hit_rate": 100.0 * float(floor_ok.sum()) / n},
+        "coordinates": {**_error_entry(err2d), "penalised_error_m": float(penalised.mean()) if len(err2d) else
+                        float("nan")},
+    }
+    if "building" in outputs:
+        result["building"] = _class_entry(np.asarray(outputs["building"]).argmax(axis=1), building)
+    for k in range(int(pairs[:, 0].max()) + 1 if len(pairs) else 0):
+        rows = building == k
+        if f"floor_b{k}" in outputs:
+            floors = pairs[pairs[:, 0] == k, 1]
+            pred = floors[np.asarray(outputs[f"floor_b{k}"])[rows].argmax(axis=1)]
+            result[f"floor_b{k}"] = _class_entry(pred, floor[rows])
+        if f"coords_b{k}" in outputs:
+            e = np.sqrt(((np.asarray(outputs[f"coords_b{k}"], dtype=np.float64)[rows] - coords[rows]) ** 2).sum(1))
+            result[f"coords_b{k}"] = _error_entry(e)
+    result["summary"] = {
+        "building_hit_rate": 100.0 * float(building_ok.sum()) / n,
+        "floor_hit_rate": 100.0 * float(floor_ok.sum()) / n,
+        "mean_error_m": float(err2d.mean()) if len(err2d) else float("nan"),
+        "median_error_m": float(np.median(err2d)) if len(err2d) else float("nan"),
+        "penalised_error_m": float(penalised.mean()) if len(err2d) else float("nan"),
+        "count": int(len(building)),
+    }
+    return result
