@@ -186,7 +186,8 @@ class Head:
 
     ``parent_map`` (aux classification heads only) maps each main class index
     to this head's class index, so a main prediction can be lifted to the
-    head's level. ``feeds_main`` says whether the head's output is an input of
+    head's level; -1 marks main classes the head does not apply to (a floor
+    head of another building), whose samples that head is not scored on. ``feeds_main`` says whether the head's output is an input of
     the main head (HAL) or a training-only branch (deep supervision), which is
     what decides whether pruning removes nodes.
     """

@@ -59,9 +59,10 @@ def classification_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndar
     result: dict[str, dict] = {}
     for name, pred in predictions(manifest, outputs).items():
         target = np.asarray(head_target(manifest.head(name), labels))
-        errors = int((pred != target).sum())
-        result[name] = {"error_rate": 100.0 * errors / max(len(target), 1),
-                        "errors": errors, "count": int(len(target))}
+        scored = target >= 0  # -1: the head does not apply to that sample
+        errors = int((pred[scored] != target[scored]).sum())
+        count = int(scored.sum())
+        result[name] = {"error_rate": 100.0 * errors / max(count, 1), "errors": errors, "count": count}
     return result
 
 

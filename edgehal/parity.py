@@ -142,6 +142,11 @@ class ParityReport:
                     f"{_f(h.error)} | {_f(h.error_diff_pp, '+.2f')} | {_f(h.agreement, '.2f')} | "
                     f"{h.max_abs_diff:.3g} | {h.mean_abs_diff:.3g} | {_f(h.mcnemar_p, '.3g')} | "
                     f"{'pass' if h.passed else 'FAIL: ' + '; '.join(h.failures)} |")
+        extra = [(Path(a.artifact).name, row) for a in self.artifacts
+                 for row in model_level_metrics(self.reference_metrics, a.metrics)]
+        if extra:
+            lines += ["", "| artifact | metric | PyTorch | artifact |", "| --- | --- | --- | --- |"]
+            lines += [f"| `{name}` | {key} | {ref:.6g} | {got:.6g} |" for name, (key, ref, got) in extra]
         return "\n".join(lines) + "\n"
 
 
@@ -226,9 +231,12 @@ def compare_head(manifest: HeadManifest, head_name: str, ref: np.ndarray, got: n
         got_pred = got.argmax(1)
         cmp.agreement = 100.0 * float((ref_pred == got_pred).mean())
         target = np.asarray(head_target(head, labels))
-        ref_right, got_right = ref_pred == target, got_pred == target
-        cmp.reference_error = 100.0 * float((~ref_right).mean())
-        cmp.error = 100.0 * float((~got_right).mean())
+        # A target of -1 means the head does not apply to that sample (a floor head of another
+        # building, an HD-CNN branch of another superclass): it is scored on the others only.
+        scored = target >= 0
+        ref_right, got_right = (ref_pred == target)[scored], (got_pred == target)[scored]
+        cmp.reference_error = 100.0 * float((~ref_right).mean()) if scored.any() else 0.0
+        cmp.error = 100.0 * float((~got_right).mean()) if scored.any() else 0.0
         cmp.error_diff_pp = cmp.error - cmp.reference_error
         cmp.only_reference_right = int((ref_right & ~got_right).sum())
         cmp.only_artifact_right = int((~ref_right & got_right).sum())
@@ -310,6 +318,8 @@ def run_parity(checkpoint: str | Path, artifacts: Sequence[str | Path], *, split
         result = ArtifactResult(str(artifact), runner.name, prec, heads, got_metrics, time.perf_counter() - a0)
         results.append(result)
         log(f"{'PASS' if result else 'FAIL'} {artifact} ({prec}, {runner.name}, {result.seconds:.1f}s)")
+        for key, ref_value, value in model_level_metrics(ref_metrics, got_metrics):
+            log(f"  {key}: {value:.6g} (PyTorch {ref_value:.6g})")
         for h in heads:
             if h.error is not None:
                 log(f"  {h.head}: error {h.error:.2f}% (PyTorch {h.reference_error:.2f}%, "
@@ -319,6 +329,20 @@ def run_parity(checkpoint: str | Path, artifacts: Sequence[str | Path], *, split
                 log(f"  {h.head}: max|diff| {h.max_abs_diff:.3g}, mean {h.mean_abs_diff:.3g}"
                     + ("" if h else f"  <- {'; '.join(h.failures)}"))
     return ParityReport(str(ckpt.path), split, len(x), ref_metrics, results, time.perf_counter() - t0)
+
+
+def model_level_metrics(ref_metrics: dict, got_metrics: dict) -> list[tuple[str, float, float]]:
+    """Model-level numbers of an evaluator (``summary``: hit rates, metres; HD-CNN's coarse/fine
+    consistency), as (name, PyTorch value, artifact value)."""
+    rows = []
+    for section in ("summary", "coarse_fine_consistency"):
+        ref, got = ref_metrics.get(section), got_metrics.get(section)
+        if isinstance(ref, dict) and isinstance(got, dict):
+            rows += [(f"{section}.{k}", float(ref[k]), float(got[k])) for k in ref
+                     if k in got and isinstance(ref[k], (int, float)) and isinstance(got[k], (int, float))]
+        elif isinstance(ref, (int, float)) and isinstance(got, (int, float)):
+            rows.append((section, float(ref), float(got)))
+    return rows
 
 
 def write_reports(report: ParityReport, out_dir: str | Path) -> tuple[Path, Path]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from edgehal.export.onnx import ExportOptions, export_onnx
+
 REPO = Path(__file__).resolve().parent.parent
 ZOO = REPO / "models" / "zoo"
 
@@ -68,14 +70,40 @@ def digits_ds_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mnist_exports(mnist_checkpoint, tmp_path_factory) -> dict[str, Path]:
     """The zoo checkpoint exported kept and pruned (FP32) and quantized (INT8)."""
-    from edgehal.export.onnx import ExportOptions, export_onnx
     from edgehal.export.quantize import QuantizeOptions, quantize_int8
 
     out = tmp_path_factory.mktemp("mnist_onnx")
     paths = {"keep": out / "keep.onnx", "prune": out / "prune.onnx", "int8": out / "int8.onnx"}
-    quiet = lambda _: None  # noqa: E731
     export_onnx(mnist_checkpoint, paths["keep"], options=ExportOptions(aux="keep"), log=quiet)
     export_onnx(mnist_checkpoint, paths["prune"], options=ExportOptions(aux="prune"), log=quiet)
     quantize_int8(paths["keep"], paths["int8"], calib_data=DATA_ROOT,
                   options=QuantizeOptions(calib_samples=256), log=quiet)
     return paths
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="session")
+def loc_checkpoint(data_root, tmp_path_factory):
+    from edgehal.config import load_config
+    from edgehal.train import train
+
+    if not (data_root / "UJIIndoorLoc" / "trainingData.csv").is_file():
+        pytest.skip("UJIIndoorLoc not found in the shared data folder")
+    out = tmp_path_factory.mktemp("loc")
+    cfg = load_config(REPO / "models" / "configs" / "ujiindoorloc_hier.yaml",
+                      [f"output_dir={out / 'run'}", "epochs=2", "data.limit=4000", "model.hidden=[128]", "threads=2"])
+    return train(cfg, log=quiet, progress=False)
+
+
+@pytest.fixture(scope="session")
+def loc_exports(loc_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("loc_onnx")
+    paths = {aux: out / f"loc.{aux}.onnx" for aux in ("keep", "prune")}
+    for aux, p in paths.items():
+        export_onnx(loc_checkpoint, p, options=ExportOptions(aux=aux), log=quiet)
+    return paths
+
+

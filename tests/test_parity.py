@@ -101,3 +101,32 @@ def test_mcnemar_exact_values():
     assert mcnemar_exact(0, 6) == pytest.approx(2 * 0.5 ** 6)
     assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 2 ** 10)
     assert 0.0 < mcnemar_exact(100, 10) < 1e-15
+
+
+def test_hdcnn_parity_scores_branches_on_their_own_superclass_and_reports_consistency(tmp_path):
+    from pathlib import Path
+
+    from edgehal.config import load_config
+    from edgehal.export.onnx import ExportOptions, export_onnx
+    from edgehal.train import train
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = load_config(repo / "models" / "configs" / "mnist_hdcnn_case1.yaml",
+                      ["data.dataset=digits", "epochs=3", "threads=2", f"output_dir={tmp_path / 'h'}",
+                       "train.stages=[{epochs: 1, train: [trunk, head.branches]}, {epochs: 1, train: [head.coarse]},"
+                       " {epochs: 1, train: [all]}]"])
+    ckpt = train(cfg, log=quiet, progress=False)
+    keep, prune = tmp_path / "k.onnx", tmp_path / "p.onnx"
+    export_onnx(ckpt, keep, options=ExportOptions(aux="keep"), log=quiet)
+    export_onnx(ckpt, prune, options=ExportOptions(aux="prune"), log=quiet)
+    lines = []
+    rep = run_parity(ckpt, [keep, prune], log=lines.append)
+    assert rep.passed
+    kept = {h.head: h for h in rep.artifacts[0].heads}
+    assert set(kept) == {"fine", "coarse", "fine_b0", "fine_b1"}
+    assert [h.head for h in rep.artifacts[1].heads] == ["fine"]
+    # each branch is scored only on its superclass's samples: the same numbers the evaluator gives
+    for branch in ("fine_b0", "fine_b1"):
+        assert kept[branch].reference_error == pytest.approx(rep.reference_metrics[branch]["error_rate"])
+    assert any("coarse_fine_consistency" in line for line in lines)
+    assert "coarse_fine_consistency" in rep.markdown()
