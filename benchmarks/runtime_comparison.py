@@ -287,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-seconds", type=float, default=1.0, help="warm-up seconds per case (default: 1)")
     ap.add_argument("--min-runs", type=int, default=100, help="timed calls per case at least (default: 100)")
     ap.add_argument("--max-windows", type=int, default=10, help="windows before giving up on stability (default: 10)")
-    ap.add_argument("--max-preemptions", type=float, default=20.0,
-                    help="preemptions per second above which a result is unstable; 0: not checked (default: 20)")
+    ap.add_argument("--max-preemptions", type=float, default=75.0,
+                    help="preemptions per second above which a result is unstable; 0: not checked (default: 75)")
     ap.add_argument("--skip-parity", action="store_true", help="do not run parity (default: run it)")
     ap.add_argument("--note", default="", help="a note stored with the results (default: none)")
     args = ap.parse_args(argv)

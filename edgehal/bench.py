@@ -103,7 +103,9 @@ class BenchOptions:
     windows: int = 3
     stability_threshold: float = 0.10
     max_windows: int = 10
-    max_preemptions_per_s: float | None = 20.0
+    # An idle 2-core cloud VM here showed 28-48 involuntary switches/s from the hypervisor alone;
+    # with one competing job, 100-120/s. 75 separates the two.
+    max_preemptions_per_s: float | None = 75.0
     power: bool | None = None
     tegrastats_interval_ms: int = 100
     seed: int = 0

@@ -262,9 +262,9 @@ def _backend_list(ctx, param, value):
                    "throughput; beyond it the result is flagged unstable. Default: 0.10.")
 @click.option("--max-windows", type=int, default=10,
               help="Windows to try before giving up on stability. Default: 10.")
-@click.option("--max-preemptions", type=float, default=20.0,
+@click.option("--max-preemptions", type=float, default=75.0,
               help="Involuntary context switches per second above which other work is competing for the "
-                   "cores and the result is flagged unstable; 0 turns the check off. Default: 20.")
+                   "cores and the result is flagged unstable; 0 turns the check off. Default: 75.")
 @click.option("--power/--no-power", default=None,
               help="Sample power with tegrastats during the timed runs. Default: on when a Jetson with "
                    "tegrastats is detected.")
