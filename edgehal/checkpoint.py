@@ -9,7 +9,6 @@ so the safe loader reads it.
 
 from __future__ import annotations
 
-import io
 import pickle
 import platform
 import zipfile
@@ -114,8 +113,3 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> LoadedChe
         raise EdgehalError(what, f"lacks {missing}", "a complete edgehal checkpoint")
     return LoadedCheckpoint(p, payload)
 
-
-def checkpoint_bytes(payload: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    return buf.getvalue()

@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Callable
 
 from edgehal.config import load_config
+from edgehal.errors import EdgehalError
 
+# The configs live in the repository's models/configs (README installs the checkout in editable mode).
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 
 
 def _config_path(name: str) -> Path:
-    from importlib import resources
-
-    packaged = resources.files("edgehal") / "configs" / f"{name}.yaml"
-    if packaged.is_file():
-        return Path(str(packaged))
-    return CONFIGS / f"{name}.yaml"
+    path = CONFIGS / f"{name}.yaml"
+    if not path.is_file():
+        raise EdgehalError(f"config {path}", "not found",
+                           "run quickstart from a checkout installed with `pip install -e .`")
+    return path
 
 
 def run_quickstart(*, data_root: str | Path | None = None, output_dir: str | Path = "quickstart",
