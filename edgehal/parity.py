@@ -20,7 +20,7 @@ import numpy as np
 
 from edgehal.errors import EdgehalError
 from edgehal.hierarchy import HeadManifest
-from edgehal.metrics import compute_metrics, head_target, predictions
+from edgehal.metrics import compute_metrics, head_target
 
 
 @dataclass(frozen=True)
@@ -211,8 +211,7 @@ def run_batched(runner, x: np.ndarray, *, input_name: str, outputs: Sequence[str
 
 
 def compare_head(manifest: HeadManifest, head_name: str, ref: np.ndarray, got: np.ndarray,
-                 labels: Mapping[str, np.ndarray], ref_metrics: dict, got_metrics: dict,
-                 tol: Tolerance, *, regression_atol: float) -> HeadComparison:
+                 labels: Mapping[str, np.ndarray], tol: Tolerance, *, regression_atol: float) -> HeadComparison:
     head = manifest.head(head_name)
     if ref.shape != got.shape:
         return HeadComparison(head_name, head.task, None, None, None, None, math.inf, math.inf, passed=False,
@@ -312,8 +311,8 @@ def run_parity(checkpoint: str | Path, artifacts: Sequence[str | Path], *, split
                            tuple(h for h in manifest.heads if h.name in got) or manifest.main_heads,
                            manifest.input_dtype, manifest.version, dict(manifest.extra))
         got_metrics = compute_metrics(sub, got, labels) if manifest.main.name in got else {}
-        heads = [compare_head(manifest, h, ref[h], got[h], labels, ref_metrics, got_metrics,
-                              tolerance_for(h, prec, overrides), regression_atol=REGRESSION_ATOL.get(prec, 1e-4))
+        heads = [compare_head(manifest, h, ref[h], got[h], labels, tolerance_for(h, prec, overrides),
+                              regression_atol=REGRESSION_ATOL.get(prec, 1e-4))
                  for h in manifest.head_names if h in got]
         result = ArtifactResult(str(artifact), runner.name, prec, heads, got_metrics, time.perf_counter() - a0)
         results.append(result)

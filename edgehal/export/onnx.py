@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -220,8 +220,6 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, options: ExportOp
 
     ``options`` defaults to ``ExportOptions()`` (keep, opset 17, dynamic batch, fp32).
     """
-    import onnx
-
     opts = options or ExportOptions()
     opts.validate()
     t0 = time.perf_counter()

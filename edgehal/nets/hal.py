@@ -49,6 +49,17 @@ class PreActBlock(nn.Module):
         return out + short
 
 
+def residual_stages(cin: int, *, widths: Sequence[int], blocks: Sequence[int],
+                    strides: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """``blocks[k]`` pre-activation blocks of ``widths[k]`` channels per stage; returns them and the output width."""
+    layers: list[nn.Module] = []
+    for width, n, stride in zip(widths, blocks, strides):
+        for i in range(n):
+            layers.append(PreActBlock(cin, width, stride if i == 0 else 1))
+            cin = width
+    return nn.Sequential(*layers), cin
+
+
 class PreActResNet(nn.Module):
     """Stem, residual stages, final BN-ReLU, global average pool -> feature vector."""
 
@@ -59,13 +70,7 @@ class PreActResNet(nn.Module):
             raise EdgehalError("model backbone", f"widths {list(widths)}, blocks {list(blocks)} and "
                                f"strides {list(strides)} differ in length", "one entry per stage in each")
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-        layers: list[nn.Module] = []
-        cin = widths[0]
-        for width, n, stride in zip(widths, blocks, strides):
-            for i in range(n):
-                layers.append(PreActBlock(cin, width, stride if i == 0 else 1))
-                cin = width
-        self.stages = nn.Sequential(*layers)
+        self.stages, cin = residual_stages(widths[0], widths=widths, blocks=blocks, strides=strides)
         self.bn = nn.BatchNorm2d(cin)
         self.num_features = cin
 
@@ -126,6 +131,23 @@ def _aux_specs(aux: Sequence[Mapping[str, Any] | str] | None) -> list[dict[str, 
     return specs
 
 
+def hal_heads(*, dataset: str, class_names: Sequence[str] | None, aux: Sequence[Mapping[str, Any] | str] | None,
+              aux_hidden: int) -> tuple[list[Head], list[int]]:
+    """The heads of a HAL classifier (main ``logits`` plus one per auxiliary case) and each aux block's width."""
+    names = tuple(class_names or (str(i) for i in range(10)))
+    heads = [Head(name="logits", kind="main", level=0, class_names=names, description="class scores (logits)")]
+    hidden = []
+    for spec in _aux_specs(aux):
+        case = get_case(dataset, spec["case"])
+        if case.num_classes != len(names):
+            raise EdgehalError(f"case {spec['case']!r}", f"maps {case.num_classes} classes",
+                               f"{len(names)} classes of {dataset}")
+        heads.append(aux_head_from_case(case, name=spec.get("name"),
+                                        feeds_main=bool(spec.get("feeds_main", True))))
+        hidden.append(int(spec.get("hidden", aux_hidden)))
+    return heads, hidden
+
+
 @register_model("hal_resnet")
 def hal_resnet(*, dataset: str = "mnist", class_names: Sequence[str] | None = None,
                input_shape: Sequence[int] | None = None, mean: Sequence[float] | None = None,
@@ -145,18 +167,7 @@ def hal_resnet(*, dataset: str = "mnist", class_names: Sequence[str] | None = No
         raise EdgehalError(f"model preset {preset_name!r}", "is unknown", f"one of {sorted(PRESETS)}")
     p = PRESETS[preset_name]
     shape = tuple(input_shape or p["input_shape"])
-    names = tuple(class_names or (str(i) for i in range(10)))
-    heads = [Head(name="logits", kind="main", level=0, class_names=names,
-                  description="class scores (logits)")]
-    hidden = []
-    for spec in _aux_specs(aux):
-        case = get_case(dataset, spec["case"])
-        if case.num_classes != len(names):
-            raise EdgehalError(f"case {spec['case']!r}", f"maps {case.num_classes} classes",
-                               f"{len(names)} classes of {dataset}")
-        heads.append(aux_head_from_case(case, name=spec.get("name"),
-                                        feeds_main=bool(spec.get("feeds_main", True))))
-        hidden.append(int(spec.get("hidden", aux_hidden)))
+    heads, hidden = hal_heads(dataset=dataset, class_names=class_names, aux=aux, aux_hidden=aux_hidden)
     manifest = HeadManifest(model="hal_resnet", input_name="input", input_shape=shape,
                             heads=tuple(heads), extra={"dataset": dataset})
     c = shape[0]

@@ -33,7 +33,7 @@ from edgehal.errors import EdgehalError
 from edgehal.hierarchy import Head, HeadManifest, aux_head_from_case, get_case
 from edgehal.metrics import register_evaluator
 from edgehal.nets.base import EdgehalModel, InputNormalization
-from edgehal.nets.hal import PRESETS, PreActBlock, PreActResNet
+from edgehal.nets.hal import PRESETS, PreActResNet, residual_stages
 from edgehal.nets.hierarchical import COMBINE_RULES, HierarchicalHead, routed_nll
 from edgehal.nets.registry import register_model
 
@@ -55,12 +55,7 @@ class ConvBranch(nn.Module):
     def __init__(self, *, cin: int, widths: Sequence[int], blocks: Sequence[int], strides: Sequence[int],
                  num_outputs: int, hidden: int = 0, dropout: float = 0.0) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        for width, n, stride in zip(widths, blocks, strides):
-            for i in range(n):
-                layers.append(PreActBlock(cin, width, stride if i == 0 else 1))
-                cin = width
-        self.stages = nn.Sequential(*layers)
+        self.stages, cin = residual_stages(cin, widths=widths, blocks=blocks, strides=strides)
         self.bn = nn.BatchNorm2d(cin)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.fc = (nn.Sequential(nn.Linear(cin, hidden), nn.ReLU(), nn.Linear(hidden, num_outputs)) if hidden

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import Head, HeadManifest, aux_head_from_case, get_case
+from edgehal.hierarchy import HeadManifest
 from edgehal.nets.base import EdgehalModel, InputNormalization
-from edgehal.nets.hal import AuxBlock, _aux_specs
+from edgehal.nets.hal import AuxBlock, hal_heads
 from edgehal.nets.registry import register_model
 from edgehal.nets.rnn import CELLS, RecurrentLayer, last_hidden
 
@@ -87,18 +87,7 @@ def rnn_classifier(*, dataset: str = "mnist", cell: str = "lstm", hidden_size: i
     shape = tuple(int(v) for v in (input_shape or _INPUT_SHAPES[dataset]))
     if len(shape) != 3:
         raise EdgehalError("rnn_classifier input_shape", f"is {list(shape)}", "(channels, height, width)")
-    names = tuple(class_names or (str(i) for i in range(10)))
-    heads = [Head(name="logits", kind="main", level=0, class_names=names,
-                  description="class scores (logits)")]
-    hidden = []
-    for spec in _aux_specs(aux):
-        case = get_case(dataset, spec["case"])
-        if case.num_classes != len(names):
-            raise EdgehalError(f"case {spec['case']!r}", f"maps {case.num_classes} classes",
-                               f"{len(names)} classes of {dataset}")
-        heads.append(aux_head_from_case(case, name=spec.get("name"),
-                                        feeds_main=bool(spec.get("feeds_main", True))))
-        hidden.append(int(spec.get("hidden", aux_hidden)))
+    heads, hidden = hal_heads(dataset=dataset, class_names=class_names, aux=aux, aux_hidden=aux_hidden)
     manifest = HeadManifest(
         model="rnn_classifier", input_name="input", input_shape=shape, heads=tuple(heads),
         extra={"dataset": dataset, "cell": cell, "sequence": "rows", "sequence_axis": 2})
