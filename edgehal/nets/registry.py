@@ -29,7 +29,7 @@ def _load_builtin() -> None:
     # Importing the architecture modules registers their builders.
     import importlib
 
-    for module in ("hal", "localization", "rnn_models", "hdcnn"):
+    for module in ("hal", "localization", "rnn_models", "hdcnn", "rnn_localization"):
         try:
             importlib.import_module(f"edgehal.nets.{module}")
         except ModuleNotFoundError as exc:

@@ -94,6 +94,8 @@ MODEL_KWARGS = {
                                coord_scale=1.0, input_shape=[16])],
     "rnn_classifier": [dict(aux=["case2"], hidden_size=16, cell=c)
                        for c in ("rnn", "lstm", "peephole_lstm", "gru")],
+    "recurrent_localization": [dict(building_floors=[[0, 1], [0, 1, 2]], coord_mean=[0.0, 0.0], coord_scale=1.0,
+                                    input_shape=[16], cell=c) for c in ("rnn", "lstm", "peephole_lstm", "gru")],
 }
 
 
