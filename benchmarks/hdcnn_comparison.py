@@ -16,6 +16,7 @@ consistency included.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import statistics
 import subprocess
@@ -83,15 +84,16 @@ def latency(checkpoint: Path, work: Path, name: str) -> dict:
 
 
 def main() -> None:
+    os.chdir(REPO)  # every path below, and in the saved results, is relative to the repository
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2", help="seeds (default: 0,1,2)")
     ap.add_argument("--epochs", type=int, default=2, help="epochs per run, as the HAL runs (default: 2)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training (default: 2)")
-    ap.add_argument("--hal-results", type=Path, default=REPO / "benchmarks/results/hal_mnist",
+    ap.add_argument("--hal-results", type=Path, default=Path("benchmarks/results/hal_mnist"),
                     help="reproduce_hal.py results (default: benchmarks/results/hal_mnist)")
-    ap.add_argument("--out-dir", type=Path, default=REPO / "benchmarks/results/hdcnn_comparison",
+    ap.add_argument("--out-dir", type=Path, default=Path("benchmarks/results/hdcnn_comparison"),
                     help="results (default: benchmarks/results/hdcnn_comparison)")
-    ap.add_argument("--runs-dir", type=Path, default=REPO / "runs/hdcnn_mnist",
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs/hdcnn_mnist"),
                     help="checkpoints, ignored by git (default: runs/hdcnn_mnist)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -111,7 +113,7 @@ def main() -> None:
     rows = []
     for name, runs in models.items():
         errors = [r["test_error_percent"][main_head[name]] for r in runs]
-        ckpt_path = REPO / runs[0]["checkpoint"]
+        ckpt_path = Path(runs[0]["checkpoint"])
         model = load_checkpoint(ckpt_path).build_model()
         log(f"{name}: benchmarking {ckpt_path}")
         row = {"model": name, "seeds": seeds, "epochs": args.epochs, "test_error_percent": errors,

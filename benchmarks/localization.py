@@ -74,14 +74,15 @@ def spread(values: list[float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.chdir(REPO)  # every path below, and in the saved results, is relative to the repository
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(REPO / "models/configs/ujiindoorloc_hier.yaml"),
+    ap.add_argument("--config", default="models/configs/ujiindoorloc_hier.yaml",
                     help="training config (default: models/configs/ujiindoorloc_hier.yaml)")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, repeatable (default: none)")
     ap.add_argument("--data-dir", default=None, help="data folder (default: $EDGEHAL_DATA)")
-    ap.add_argument("--runs", default=str(REPO / "runs/bench_localization"),
+    ap.add_argument("--runs", default="runs/bench_localization",
                     help="where checkpoints go (default: runs/bench_localization)")
     ap.add_argument("--out", default=None,
                     help="JSON result (default: benchmarks/results/<config name>_<n>seeds.json)")
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                     "python": platform.python_version()},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    out = Path(args.out or REPO / "benchmarks/results" / f"{name}_{len(seeds)}seeds.json")
+    out = Path(args.out or Path("benchmarks/results") / f"{name}_{len(seeds)}seeds.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{'metric':<20} {'mean':>9} {'std':>8} {'min':>9} {'max':>9}")

@@ -32,6 +32,7 @@ Exit code 1 on a bad option or a failed parity check.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import time
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = REPO / "models" / "zoo" / "mnist_hal_case1" / "checkpoint.pt"
+DEFAULT_CHECKPOINT = Path("models/zoo/mnist_hal_case1/checkpoint.pt")  # paths relative to the repo: results name no machine path
 GOAL_SPEEDUP = 2.0  # issue 3: onnxruntime at least 2x PyTorch eager at batch 1
 FORMAT = "edgehal-runtime-comparison/1"
 
@@ -269,15 +270,16 @@ def _ints(text: str, what: str, *, all_value: int | None = None) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.chdir(REPO)  # every path below, and in the saved results, is relative to the repository
     from edgehal.doctor import usable_cores
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
                     help=f"the model (default: {rel(DEFAULT_CHECKPOINT)})")
-    ap.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results" / "runtime_comparison",
+    ap.add_argument("--out-dir", type=Path, default=Path("benchmarks/results/runtime_comparison"),
                     help="results (default: benchmarks/results/runtime_comparison)")
-    ap.add_argument("--work-dir", type=Path, default=REPO / "runs" / "runtime_comparison",
+    ap.add_argument("--work-dir", type=Path, default=Path("runs/runtime_comparison"),
                     help="the exported ONNX files (default: runs/runtime_comparison, ignored by git)")
     ap.add_argument("--data-dir", default=None, help="data directory (default: $EDGEHAL_DATA)")
     ap.add_argument("--batch-sizes", default="1,64", help="batch sizes (default: 1,64)")
