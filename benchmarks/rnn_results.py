@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reproduce_hal import Budget as HalBudget  # noqa: E402
 from reproduce_hal import Failure, checkpoint_state, execute, rel, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,23 +80,8 @@ def config_path(task: str, variant: str, cell: str) -> Path:
 
 
 @dataclass(frozen=True)
-class Budget:
-    """What one run may spend; ``epochs``/``limit`` None mean the configs' own (full data)."""
-
-    epochs: int | None = None
-    limit: int | None = None
-    threads: int | None = None
-    extra: tuple[str, ...] = ()
-
-    def overrides(self, seed: int) -> list[str]:
-        items = [f"seed={seed}"]
-        if self.epochs is not None:
-            items.append(f"epochs={self.epochs}")
-        if self.limit is not None:
-            items.append(f"data.limit={self.limit}")
-        if self.threads is not None:
-            items.append(f"threads={self.threads}")
-        return items + list(self.extra)
+class Budget(HalBudget):
+    """``reproduce_hal``'s budget, plus what must match within one results folder."""
 
     def key(self) -> dict[str, Any]:
         """What must match between the runs of one results folder (threads change speed, not results)."""
