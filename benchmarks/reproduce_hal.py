@@ -86,6 +86,16 @@ def config_for(dataset: str, case: str) -> Path:
     return path
 
 
+def train_argv(config: Path, overrides, data_dir: str | None, output_dir: Path) -> list[str]:
+    """The ``edgehal train`` command line of one run, as saved with its result."""
+    argv = ["edgehal", "train", rel(config)]
+    for item in overrides:
+        argv += ["--set", item]
+    if data_dir:
+        argv += ["--data-dir", data_dir]
+    return argv + ["--output-dir", rel(output_dir)]
+
+
 @dataclass(frozen=True)
 class Budget:
     """What one run may spend; ``epochs``/``limit`` None mean the config's own (full data)."""
@@ -128,12 +138,7 @@ class Run:
 
     @property
     def argv(self) -> list[str]:
-        argv = ["edgehal", "train", rel(self.config)]
-        for item in self.overrides:
-            argv += ["--set", item]
-        if self.data_dir:
-            argv += ["--data-dir", self.data_dir]
-        return argv + ["--output-dir", rel(self.output_dir)]
+        return train_argv(self.config, self.overrides, self.data_dir, self.output_dir)
 
     def comparable(self) -> dict[str, Any]:
         """What must match between runs that are averaged together (everything but the seed)."""

@@ -54,7 +54,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reproduce_hal import Budget as HalBudget  # noqa: E402
-from reproduce_hal import Failure, checkpoint_state, execute, rel, write_json  # noqa: E402
+from reproduce_hal import Failure, checkpoint_state, execute, rel, train_argv, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "models" / "configs"
@@ -110,12 +110,7 @@ class Run:
 
     @property
     def argv(self) -> list[str]:
-        argv = ["edgehal", "train", rel(self.config)]
-        for item in self.overrides:
-            argv += ["--set", item]
-        if self.data_dir:
-            argv += ["--data-dir", self.data_dir]
-        return argv + ["--output-dir", rel(self.output_dir)]
+        return train_argv(self.config, self.overrides, self.data_dir, self.output_dir)
 
     def resolved_config(self) -> dict[str, Any]:
         """The config ``edgehal train`` builds from :attr:`argv` (what ``checkpoint_state`` compares)."""
