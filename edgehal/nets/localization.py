@@ -174,21 +174,35 @@ class HierLocalization(EdgehalModel):
         outputs are made of. Coordinates are trained through the true
         building's regressor.
         """
-        building = labels["building"]
-        ce_b = nn.functional.cross_entropy(outputs["building"], building)
         scores = self.floors.scores([outputs[f"floor_b{k}"] for k in range(self.num_buildings)])
-        ce_f = routed_nll(scores, building, labels["label"])
         if self.per_building_coords:
             stacked = torch.stack([outputs[f"coords_b{k}"] for k in range(self.num_buildings)], dim=1)
-            pred = route(stacked, building)
+            pred = route(stacked, labels["building"])
         else:
             pred = outputs["coordinates"]
-        diff = (pred - labels["coords"].to(pred.dtype)) / self.coord_scale
-        dist = torch.sqrt((diff * diff).sum(dim=1) + 1e-8).mean()
-        w = self.weights
-        total = aux_weight * w["building"] * ce_b + w["floor"] * ce_f + w["coords"] * dist
-        return total, {"building": float(ce_b.detach()), "floor": float(ce_f.detach()),
-                       "coords": float(dist.detach())}
+        return localization_loss(outputs["building"], scores, pred, labels, coord_scale=self.coord_scale,
+                                 weights=self.weights, aux_weight=aux_weight)
+
+
+def localization_loss(building_logits: torch.Tensor, floor_scores: torch.Tensor, xy: torch.Tensor,
+                      labels: Mapping[str, torch.Tensor], *, coord_scale: float, weights: Mapping[str, float],
+                      aux_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """The hierarchical localization loss both localization models train with.
+
+    CE(building) scaled by ``aux_weight`` (the auxiliary head's loss, as for
+    every model) + NLL of the floor among the *true* building's floors
+    (``routed_nll`` of the combined floor scores) + mean Euclidean error of
+    ``xy`` (metres) in units of ``coord_scale``; each term times its entry in
+    ``weights`` (``building``, ``floor``, ``coords``). Returns the total and the
+    three terms as floats for the progress bar.
+    """
+    building = labels["building"]
+    ce_b = nn.functional.cross_entropy(building_logits, building)
+    ce_f = routed_nll(floor_scores, building, labels["label"])
+    diff = (xy - labels["coords"].to(xy.dtype)) / coord_scale
+    dist = torch.sqrt((diff * diff).sum(dim=1) + 1e-8).mean()
+    total = aux_weight * weights["building"] * ce_b + weights["floor"] * ce_f + weights["coords"] * dist
+    return total, {"building": float(ce_b.detach()), "floor": float(ce_f.detach()), "coords": float(dist.detach())}
 
 
 @register_model("hier_localization")

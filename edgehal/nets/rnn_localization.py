@@ -60,8 +60,9 @@ from torch.nn import functional as F
 from edgehal.errors import EdgehalError
 from edgehal.hierarchy import Head, HeadManifest
 from edgehal.nets.base import EdgehalModel
-from edgehal.nets.hierarchical import COMBINE_RULES, HierarchicalHead, routed_nll
-from edgehal.nets.localization import BUILDING_PENALTY_M, FLOOR_PENALTY_M, HierLocalization, RssiTransform, mlp
+from edgehal.nets.hierarchical import COMBINE_RULES, HierarchicalHead
+from edgehal.nets.localization import (BUILDING_PENALTY_M, FLOOR_PENALTY_M, HierLocalization, RssiTransform,
+                                      localization_loss, mlp)
 from edgehal.nets.registry import register_model
 from edgehal.nets.rnn import ACTIVATIONS, CELLS, make_cell
 
@@ -244,14 +245,8 @@ class RecurrentLocalization(EdgehalModel):
             position = outputs.get("_position")
         # Outside training (no _position), the coordinates output as it is: the predicted building's frame.
         xy = self.metres(position, building_t) if position is not None else outputs["coordinates"]
-        ce_b = F.cross_entropy(building, building_t)
-        ce_f = routed_nll(self.floors.scores(branches), building_t, labels["label"])
-        diff = (xy - labels["coords"].to(xy.dtype)) / self.coord_scale
-        dist = torch.sqrt((diff * diff).sum(dim=1) + 1e-8).mean()
-        w = self.weights
-        total = aux_weight * w["building"] * ce_b + w["floor"] * ce_f + w["coords"] * dist
-        return total, {"building": float(ce_b.detach()), "floor": float(ce_f.detach()),
-                       "coords": float(dist.detach())}
+        return localization_loss(building, self.floors.scores(branches), xy, labels, coord_scale=self.coord_scale,
+                                 weights=self.weights, aux_weight=aux_weight)
 
 
 @register_model("recurrent_localization")
