@@ -109,16 +109,20 @@ def quickstart(data_dir, output_dir, epochs):
               help="Weights and activations (inputs and outputs stay FP32).")
 @click.option("--opset", default=17, show_default=True, help="ONNX opset (17 is parsed by onnxruntime and TensorRT 10).")
 @click.option("--batch-size", default=None, type=int, help="Fixed batch size. Default: dynamic batch dimension.")
+@click.option("--fixed-sequence", is_flag=True, default=False,
+              help="Recurrent models: fix the sequence length at the trained one. Default: a dynamic sequence "
+                   "dimension (the rows of a row-sequential classifier).")
 @click.option("--data-dir", default=None, help="Data for the check on real inputs. Default: $EDGEHAL_DATA, "
               "else the training one.")
 @click.option("--check-samples", default=256, show_default=True, help="Real inputs compared against PyTorch.")
 @click.option("--atol", default=None, type=float, help="Max |onnxruntime - PyTorch|. Default: 1e-3 fp32, 5e-2 fp16.")
-def export_cmd(checkpoint, output, aux, precision, opset, batch_size, data_dir, check_samples, atol):
+def export_cmd(checkpoint, output, aux, precision, opset, batch_size, fixed_sequence, data_dir, check_samples,
+               atol):
     """Export CHECKPOINT to ONNX with its auxiliary heads kept or pruned, checked before it is written."""
     from edgehal.export.onnx import ExportOptions, export_onnx
 
-    opts = ExportOptions(aux=aux, opset=opset, batch_size=batch_size, precision=precision,
-                         check_samples=check_samples, atol=atol)
+    opts = ExportOptions(aux=aux, opset=opset, batch_size=batch_size, fixed_sequence=fixed_sequence,
+                         precision=precision, check_samples=check_samples, atol=atol)
     export_onnx(checkpoint, output, options=opts, data_root=data_dir, log=click.echo)
 
 
@@ -329,6 +333,10 @@ def doctor(as_json):
               help="Batch TensorRT tunes for. Defaults to --max-batch.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=None,
               help="Largest batch of the optimisation profile. Defaults to 32 (or the ONNX's fixed batch).")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=MIN,OPT,MAX",
+              help="Profile range of another dynamic dimension, by its name in the ONNX file (rows) or as "
+                   "INPUT:AXIS; repeatable. Defaults to 1..trained length (opt: trained) for a recurrent "
+                   "model's sequence dimension.")
 @click.option("--workspace", type=click.IntRange(min=1), default=None, metavar="MIB",
               help="Workspace memory pool limit in MiB. Defaults to TensorRT's limit (the GPU's memory).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=str), default=None,
@@ -345,7 +353,7 @@ def doctor(as_json):
 @click.option("--dry-run", is_flag=True, default=False,
               help="Check the request against the ONNX file and print the build plan as JSON, "
                    "without TensorRT. Defaults to off.")
-def build_engine_cmd(model, output, precision, min_batch, opt_batch, max_batch, workspace, timing_cache,
+def build_engine_cmd(model, output, precision, min_batch, opt_batch, max_batch, dims, workspace, timing_cache,
                      dla_core, version_compatible, hardware_compatible, device, dry_run):
     """Compile an ONNX model into a TensorRT engine, with a provenance sidecar beside it.
 
@@ -356,10 +364,16 @@ def build_engine_cmd(model, output, precision, min_batch, opt_batch, max_batch, 
     import json
     from pathlib import Path
 
-    from edgehal.export.tensorrt_plan import EngineOptions, plan_build
+    from edgehal.export.tensorrt_plan import EngineOptions, parse_dim_range, plan_build
 
+    ranges: dict[str, tuple[int, int, int]] = {}
+    for text in dims:
+        name, rng = parse_dim_range(text)
+        if name in ranges:
+            raise EdgehalError(f"--dim {name}", "is given twice", "one range per dimension")
+        ranges[name] = rng
     options = EngineOptions(precision=precision, min_batch=min_batch, opt_batch=opt_batch,
-                            max_batch=max_batch, workspace_mib=workspace,
+                            max_batch=max_batch, dims=ranges, workspace_mib=workspace,
                             timing_cache=Path(timing_cache) if timing_cache else None,
                             dla_core=dla_core, version_compatible=version_compatible,
                             hardware_compatible=hardware_compatible)

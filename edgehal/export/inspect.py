@@ -5,11 +5,14 @@ published ONNX operator table (:mod:`edgehal.export.tensorrt_ops`). Findings:
 
 - error: an operator the parser lacks, a data type TensorRT does not support
   for an operator's data input, a violated restriction the table states
-  (pooling rank, Q/DQ zero points, constant axes, Resize modes, ...), a
-  dynamic dimension that no profile covers, an opset outside the parser's range;
+  (pooling rank, Q/DQ zero points, constant axes, Resize modes, ...), an
+  opset outside the parser's range;
 - warning: INT64 shape/index inputs of operators without INT64 support (cast to
-  INT32 with values clamped to +-INT32_MAX), DOUBLE tensors (cast to FP32);
-- info: the dynamic batch dimension, which ``build-engine``'s profile covers.
+  INT32 with values clamped to +-INT32_MAX), DOUBLE tensors (cast to FP32), a
+  dynamic non-batch dimension whose sizes the file does not give (the profile
+  then needs ``build-engine --dim``);
+- info: the dynamic batch dimension, and a dynamic sequence dimension whose
+  trained size the metadata gives; ``build-engine``'s profile covers both.
 
 Any error means the model will not build: the command exits 1.
 """
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edgehal.export import tensorrt_ops as ops
-from edgehal.export.tensorrt_plan import DEFAULT_MAX_BATCH, iter_nodes, load_onnx
+from edgehal.export.tensorrt_plan import DEFAULT_MAX_BATCH, default_dim_range, dim_keys, iter_nodes, load_onnx
 
 SEVERITIES = ("error", "warning", "info")
 TARGETS = ("tensorrt",)
@@ -84,6 +87,21 @@ def inspect_model(model: Any, *, path: str | Path = "model.onnx") -> InspectRepo
     return InspectReport(Path(path), "tensorrt", tuple(_Checker(model).run()))
 
 
+def _manifest_of(model: Any):
+    """The head manifest in the file's edgehal metadata, or None (no metadata, or unreadable metadata:
+    that is ``edgehal export``'s concern, not TensorRT's)."""
+    from edgehal.errors import EdgehalError
+    from edgehal.export.metadata import PREFIX, OnnxMetadata, props_of
+
+    props = {k: v for k, v in props_of(model).items() if k.startswith(PREFIX)}
+    if not props.get(PREFIX + "format"):
+        return None
+    try:
+        return OnnxMetadata.from_props(props, what="ONNX model").manifest
+    except EdgehalError:
+        return None
+
+
 def _node_label(node: Any) -> str:
     return f"{node.op_type} (node {node.name!r})" if node.name else node.op_type
 
@@ -115,6 +133,7 @@ class _Checker:
         self.graph_inputs = {vi.name for vi in model.graph.input} - set(self.initializers)
         self.graph_io = self.graph_inputs | {vi.name for vi in model.graph.output}
         self.seen_zero_points: set[str] = set()
+        self.manifest = _manifest_of(model)
 
     # -- helpers -----------------------------------------------------------
     def type_name(self, tensor: str) -> str | None:
@@ -165,11 +184,20 @@ class _Checker:
                                   "`edgehal build-engine` gives it an optimisation profile "
                                   f"(--min-batch/--opt-batch/--max-batch, defaults 1/{DEFAULT_MAX_BATCH}/"
                                   f"{DEFAULT_MAX_BATCH})")
+                    continue
+                key = dim_keys(t, axis)[0]
+                default = default_dim_range(t, axis, self.manifest)
+                if default is not None:
+                    yield Finding("info", "dynamic",
+                                  f"input {t.name!r}: dimension {t.dim_label(axis)} is dynamic; "
+                                  f"`edgehal build-engine` profiles it {default[0]}..{default[2]} (opt "
+                                  f"{default[1]}, from the model's trained input shape; "
+                                  f"--dim {key}=MIN,OPT,MAX to change)")
                 else:
-                    yield Finding("error", "dynamic",
-                                  f"input {t.name!r}: dimension {t.dim_label(axis)} is dynamic and no "
-                                  "optimisation profile covers it (build-engine profiles the batch "
-                                  "dimension only); export with a fixed input size")
+                    yield Finding("warning", "dynamic",
+                                  f"input {t.name!r}: dimension {t.dim_label(axis)} is dynamic and the file "
+                                  "does not say which sizes to expect; `edgehal build-engine` needs "
+                                  f"--dim {key}=MIN,OPT,MAX for it")
 
     def check_tensor_types(self) -> Iterator[Finding]:
         for name, code in sorted(self.types.items()):

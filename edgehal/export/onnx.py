@@ -24,6 +24,7 @@ from edgehal.checkpoint import LoadedCheckpoint, load_checkpoint, versions
 from edgehal.errors import EdgehalError
 from edgehal.export.metadata import OnnxMetadata, write_props
 from edgehal.fileio import atomic_write_bytes, sha256_file
+from edgehal.hierarchy import HeadManifest
 from edgehal.nets.base import ExportWrapper
 
 DEFAULT_OPSET = 17  # parsed by current onnxruntime and by TensorRT 10's ONNX parser
@@ -34,11 +35,14 @@ DEFAULT_ATOL = {"fp32": 1e-3, "fp16": 5e-2}
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """How to export. ``batch_size=None`` (the default) gives a dynamic batch dimension."""
+    """How to export. ``batch_size=None`` (the default) gives a dynamic batch dimension; a model that
+    reads its input as a sequence (``sequence_axis`` in its manifest) also gets a dynamic sequence
+    dimension unless ``fixed_sequence``."""
 
     aux: str = "keep"
     opset: int = DEFAULT_OPSET
     batch_size: int | None = None
+    fixed_sequence: bool = False
     precision: str = "fp32"
     check_samples: int = 256
     atol: float | None = None  # Defaults to DEFAULT_ATOL[precision].
@@ -260,6 +264,18 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, options: ExportOp
     atol = opts.atol if opts.atol is not None else DEFAULT_ATOL[opts.precision]
     diffs = {name: float(np.abs(got[name].astype(np.float64) - want[name]).max()) for name in selected.head_names}
     notes = []
+    seq = sequence_axis(full, opts)
+    if seq is not None and x.shape[seq] > 1:
+        # The sequence dimension really is dynamic: the same check on the first half of each sequence.
+        short = np.ascontiguousarray(np.take(x, range(x.shape[seq] // 2), axis=seq))
+        got_short = run_onnx(data, {full.input_name: short})
+        with torch.no_grad():
+            want_short = {k: v.numpy() for k, v in model(torch.from_numpy(short)).items()}
+        for name in selected.head_names:
+            diffs[name] = max(diffs[name], float(np.abs(got_short[name].astype(np.float64)
+                                                        - want_short[name]).max()))
+        notes.append(f"dynamic sequence dimension (input axis {seq}) checked at lengths {x.shape[seq]} "
+                     f"and {short.shape[seq]}")
     if opts.aux == "prune":
         kept_out = run_onnx(kept_proto.SerializeToString(), feed, outputs=[full.main.name])
         if opts.precision == "fp32" and not np.array_equal(kept_out[full.main.name], got[full.main.name]):
@@ -282,14 +298,26 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, options: ExportOp
     return report
 
 
+def sequence_axis(manifest: HeadManifest, opts: ExportOptions) -> int | None:
+    """The input axis exported as a dynamic sequence dimension, or None."""
+    axis = manifest.extra.get("sequence_axis")
+    if opts.fixed_sequence or not isinstance(axis, int) or not 0 < axis <= len(manifest.input_shape):
+        return None
+    return axis
+
+
 def _torch_export(model: torch.nn.Module, input_name: str, names, x: np.ndarray, opts: ExportOptions):
     import onnx
 
     wrapper = ExportWrapper(model, names).eval()
     example = torch.from_numpy(x[: min(len(x), 2)] if opts.batch_size is None else x)
-    dynamic = None
+    dynamic: dict[str, dict[int, str]] | None = None
     if opts.batch_size is None:
         dynamic = {input_name: {0: "batch"}, **{n: {0: "batch"} for n in names}}
+    seq = sequence_axis(model.manifest, opts)
+    if seq is not None:
+        dynamic = dynamic or {}
+        dynamic.setdefault(input_name, {})[seq] = str(model.manifest.extra.get("sequence") or "sequence")
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice

@@ -51,8 +51,15 @@ class EngineOptions:
     gpu_fallback: bool = True
     version_compatible: bool = False
     hardware_compatible: bool = False
+    dims: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dims", {str(k): tuple(v) for k, v in dict(self.dims).items()})
+        for key, rng in self.dims.items():
+            if (len(rng) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in rng)
+                    or not rng[0] <= rng[1] <= rng[2]):
+                raise EdgehalError(f"--dim {key}={','.join(map(str, rng))}", "is not a valid range",
+                                   "NAME=MIN,OPT,MAX with positive integers and MIN <= OPT <= MAX")
         if self.precision not in PRECISIONS:
             raise EdgehalError(f"--precision {self.precision!r}", "is not a choice",
                                f"one of {', '.join(PRECISIONS)}")
@@ -76,7 +83,26 @@ class EngineOptions:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["timing_cache"] = str(self.timing_cache) if self.timing_cache else None
+        d["dims"] = {k: list(v) for k, v in self.dims.items()}
         return d
+
+
+def parse_dim_range(text: str) -> tuple[str, tuple[int, int, int]]:
+    """``NAME=MIN,OPT,MAX`` (``--dim``) -> (NAME, (MIN, OPT, MAX)); NAME is a dimension's name in the
+    ONNX file (``rows``) or ``INPUT:AXIS`` for an unnamed one."""
+    key, sep, values = text.partition("=")
+    parts = values.split(",")
+    try:
+        rng = tuple(int(v) for v in parts)
+    except ValueError:
+        rng = ()
+    if not sep or not key.strip() or len(rng) != 3:
+        raise EdgehalError(f"--dim {text!r}", "is not NAME=MIN,OPT,MAX",
+                           "e.g. --dim rows=1,28,64 (the dimension's name in the ONNX file, or INPUT:AXIS)")
+    if any(v < 1 for v in rng) or not rng[0] <= rng[1] <= rng[2]:
+        raise EdgehalError(f"--dim {text!r}", "is not a valid range",
+                           "positive integers with MIN <= OPT <= MAX")
+    return key.strip(), rng  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -209,18 +235,11 @@ def resolve_batch(inputs: Sequence[TensorInfo], options: EngineOptions, *,
                   what: str) -> tuple[int, int, int] | None:
     """(min, opt, max) batch for the profile; None when no input has a batch dimension.
 
-    Refuses dynamic dimensions other than the batch (build-engine profiles only
-    the batch), a fixed ONNX batch that the options contradict, and
-    ``min <= opt <= max`` violations.
+    Refuses a fixed ONNX batch that the options contradict, and
+    ``min <= opt <= max`` violations. Other dynamic dimensions are
+    :func:`resolve_dims`' business.
     """
     batched = [t for t in inputs if t.shape]
-    for t in batched:
-        for axis in t.dynamic_axes:
-            if axis != 0:
-                raise EdgehalError(f"{what}: input {t.name!r}",
-                                   f"dimension {t.dim_label(axis)} is dynamic",
-                                   "only the batch dimension may be dynamic: build-engine profiles "
-                                   "the batch alone; export with a fixed input size")
     if not batched:
         return None
     requested = {"min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch}
@@ -249,15 +268,77 @@ def resolve_batch(inputs: Sequence[TensorInfo], options: EngineOptions, *,
     return lo, opt, hi
 
 
-def derive_profiles(inputs: Sequence[TensorInfo], batch: tuple[int, int, int] | None) -> tuple[ProfileShape, ...]:
-    """The optimisation profile: each input's shape with the batch range filled in."""
-    out = []
+def dim_keys(t: TensorInfo, axis: int) -> tuple[str, ...]:
+    """The ``--dim`` names that address ``axis`` of input ``t``: its name in the file, then ``INPUT:AXIS``."""
+    name = t.dim_names[axis] if axis < len(t.dim_names) else None
+    return ((name,) if name else ()) + (f"{t.name}:{axis}",)
+
+
+def default_dim_range(t: TensorInfo, axis: int, manifest: HeadManifest | None) -> tuple[int, int, int] | None:
+    """The profile a dynamic non-batch dimension gets without ``--dim``, from the file's metadata.
+
+    The model's sequence axis (``sequence_axis`` in the manifest, e.g. the
+    rows of a row-sequential classifier): 1 up to the trained length, tuned
+    for the trained length. Any other dimension: the trained size alone. None
+    when the file does not say (no edgehal metadata, or another input).
+    """
+    if manifest is None or t.name != manifest.input_name or not 0 < axis <= len(manifest.input_shape):
+        return None
+    size = int(manifest.input_shape[axis - 1])
+    if size < 1:
+        return None
+    return (1, size, size) if manifest.extra.get("sequence_axis") == axis else (size, size, size)
+
+
+def resolve_dims(inputs: Sequence[TensorInfo], options: EngineOptions, manifest: HeadManifest | None, *,
+                 what: str) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """(input, axis) -> (min, opt, max) for every dynamic dimension other than the batch.
+
+    From ``--dim NAME=MIN,OPT,MAX`` where given (a dimension name is shared by
+    every input that uses it), else :func:`default_dim_range`; a dynamic
+    dimension with neither is an error, and so is a ``--dim`` that names no
+    dynamic dimension of the file.
+    """
+    out: dict[tuple[str, int], tuple[int, int, int]] = {}
+    used: set[str] = set()
     for t in inputs:
-        if not t.shape or batch is None:
-            out.append(ProfileShape(t.name, t.shape, t.shape, t.shape))
-            continue
-        rest = t.shape[1:]
-        out.append(ProfileShape(t.name, (batch[0], *rest), (batch[1], *rest), (batch[2], *rest)))
+        for axis in t.dynamic_axes:
+            if axis == 0:
+                continue
+            keys = dim_keys(t, axis)
+            key = next((k for k in keys if k in options.dims), None)
+            if key is not None:
+                used.add(key)
+                out[(t.name, axis)] = options.dims[key]
+                continue
+            default = default_dim_range(t, axis, manifest)
+            if default is None:
+                raise EdgehalError(f"{what}: input {t.name!r}",
+                                   f"dimension {t.dim_label(axis)} is dynamic and nothing gives its range",
+                                   f"--dim {keys[0]}=MIN,OPT,MAX (the sizes the engine accepts and tunes for)")
+            out[(t.name, axis)] = default
+    unknown = sorted(set(options.dims) - used)
+    if unknown:
+        dynamic = sorted({dim_keys(t, a)[0] for t in inputs for a in t.dynamic_axes if a})
+        raise EdgehalError(f"--dim {unknown[0]}", f"names no dynamic dimension of {what}",
+                           f"one of {dynamic}" if dynamic else "no --dim: only the batch dimension is dynamic")
+    return out
+
+
+def derive_profiles(inputs: Sequence[TensorInfo], batch: tuple[int, int, int] | None,
+                    dims: Mapping[tuple[str, int], tuple[int, int, int]] | None = None
+                    ) -> tuple[ProfileShape, ...]:
+    """The optimisation profile: each input's shape with the batch range and the ``dims`` ranges filled in."""
+    out = []
+    dims = dims or {}
+    for t in inputs:
+        shapes = [list(t.shape), list(t.shape), list(t.shape)]
+        for axis, size in enumerate(t.shape):
+            rng = batch if axis == 0 and batch is not None else dims.get((t.name, axis))
+            if rng is not None:
+                for k in range(3):
+                    shapes[k][axis] = rng[k]
+        out.append(ProfileShape(t.name, *(tuple(x) for x in shapes)))
     return tuple(out)
 
 
@@ -319,6 +400,7 @@ def plan_build(onnx_path: str | Path, options: EngineOptions, *, check_support: 
         raise EdgehalError(what, "has no outputs")
     check_precision(options.precision, has_qdq=info.has_qdq, what=p.name)
     batch = resolve_batch(info.inputs, options, what=what)
+    dims = resolve_dims(info.inputs, options, info.manifest, what=what)
     if check_support:
         from edgehal.export.inspect import inspect_model
 
@@ -328,20 +410,29 @@ def plan_build(onnx_path: str | Path, options: EngineOptions, *, check_support: 
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise EdgehalError(what, f"TensorRT cannot build it: {errors[0].message}{more}",
                                f"run `edgehal inspect {p} --target tensorrt` for the full list")
-    return BuildPlan(info, options, batch, derive_profiles(info.inputs, batch))
+    return BuildPlan(info, options, batch, derive_profiles(info.inputs, batch, dims))
 
 
-def check_batch(profiles: Sequence[ProfileShape], shapes: Mapping[str, Sequence[int]], *,
+def check_profile(profiles: Sequence[ProfileShape], shapes: Mapping[str, Sequence[int]], *,
                 what: str) -> None:
-    """Refuse a batch outside the engine's profile before TensorRT sees it."""
+    """Refuse a shape outside the engine's profile (batch or any other dimension) before TensorRT sees it."""
     for prof in profiles:
         shape = shapes.get(prof.input)
         if shape is None or not prof.min or not len(shape):
             continue
-        lo, hi, got = prof.min[0], prof.max[0], int(shape[0])
-        if not lo <= got <= hi:
+        for axis, got in enumerate(int(v) for v in shape):
+            if axis >= len(prof.min):
+                break
+            lo, hi = prof.min[axis], prof.max[axis]
+            if lo < 0 or lo <= got <= hi:
+                continue
             allowed = f"{lo}" if lo == hi else f"{lo}..{hi}"
+            if axis == 0:
+                raise EdgehalError(f"{what}: input {prof.input!r}",
+                                   f"batch {got} is outside the engine's profile (batch {allowed})",
+                                   f"a batch of {allowed}, or rebuild the engine with `edgehal build-engine "
+                                   f"--max-batch {max(got, hi)}`" if got > hi else f"a batch of {allowed}")
             raise EdgehalError(f"{what}: input {prof.input!r}",
-                               f"batch {got} is outside the engine's profile (batch {allowed})",
-                               f"a batch of {allowed}, or rebuild the engine with `edgehal build-engine "
-                               f"--max-batch {max(got, hi)}`" if got > hi else f"a batch of {allowed}")
+                               f"dimension {axis} is {got}, outside the engine's profile ({allowed})",
+                               f"{allowed}, or rebuild the engine with `edgehal build-engine --dim "
+                               f"{prof.input}:{axis}={min(got, lo)},{prof.opt[axis]},{max(got, hi)}`")

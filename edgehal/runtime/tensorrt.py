@@ -2,7 +2,7 @@
 
 Activation checks the engine's provenance sidecar against this machine and
 only then deserialises it (:func:`edgehal.export.tensorrt.load_engine`); a
-batch outside the engine's optimisation profile is refused here, before
+shape outside the engine's optimisation profile is refused here, before
 TensorRT sees it. Device memory is torch CUDA tensors: torch is always
 installed, so no other CUDA binding is needed. A kept-aux engine reports every
 head, in manifest order.
@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgehal.errors import EdgehalError
-from edgehal.export.tensorrt_plan import check_batch
+from edgehal.export.tensorrt_plan import check_profile
 from edgehal.export.tensorrt_provenance import EngineProvenance
 from edgehal.hierarchy import HeadManifest
 from edgehal.runtime.base import Runner, TensorSpec
@@ -109,13 +109,13 @@ class TensorRTRunner(Runner):
         return batch[1] if batch else None
 
     # -- inference ---------------------------------------------------------
-    def check_batch(self, feed: dict[str, np.ndarray]) -> None:
-        """A batch outside the profile is an EdgehalError before TensorRT sees it."""
+    def check_profile(self, feed: dict[str, np.ndarray]) -> None:
+        """A shape (batch or another dimension) outside the profile is an EdgehalError before TensorRT sees it."""
         if self._provenance is not None:
-            check_batch(self._provenance.profiles, {k: np.shape(v) for k, v in feed.items()}, what=self.what)
+            check_profile(self._provenance.profiles, {k: np.shape(v) for k, v in feed.items()}, what=self.what)
 
     def _infer(self, feed: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        self.check_batch(feed)
+        self.check_profile(feed)
         import torch
 
         from edgehal.export import tensorrt as trt_backend
@@ -140,7 +140,7 @@ class TensorRTRunner(Runner):
         from edgehal.runtime.base import check_feed
 
         checked = check_feed(feed, self.input_specs(), max_batch=self.max_batch, what=f"runner {self.name}")
-        self.check_batch(checked)
+        self.check_profile(checked)
         import torch
 
         from edgehal.export import tensorrt as trt_backend
@@ -164,5 +164,5 @@ class TensorRTRunner(Runner):
         # The profile check runs first so a too-small batch is named as such too
         # (the base class checks only an upper bound).
         if self.is_active:
-            self.check_batch({k: np.asarray(v) for k, v in feed.items()})
+            self.check_profile({k: np.asarray(v) for k, v in feed.items()})
         return super().infer(feed, outputs=outputs)

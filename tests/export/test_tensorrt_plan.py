@@ -22,8 +22,11 @@ from edgehal.export.tensorrt_plan import (  # noqa: E402
     EngineOptions,
     ProfileShape,
     TensorInfo,
-    check_batch,
+    check_profile,
+    derive_profiles,
+    parse_dim_range,
     plan_build,
+    resolve_dims,
 )
 from edgehal.export.tensorrt_provenance import (  # noqa: E402
     EngineProvenance,
@@ -102,14 +105,18 @@ def test_fixed_onnx_batch_fixes_the_profile(models):
         plan_build(models["static"], EngineOptions(max_batch=32))
 
 
-def test_dynamic_non_batch_dimension_is_refused(tmp_path):
+def test_dynamic_non_batch_dimension_needs_a_range(tmp_path):
     from onnx import TensorProto, helper
 
     path = tm.graph_model(tmp_path / "hw.onnx", [helper.make_node("Relu", ["x"], ["y"])],
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", 28])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "H", 28])])
-    with pytest.raises(EdgehalError, match=r"input 'x' \| dimension 2 \('H'\) is dynamic"):
+    with pytest.raises(EdgehalError, match=r"input 'x' \| dimension 2 \('H'\) is dynamic and nothing gives its "
+                                           r"range. Note: --dim H=MIN,OPT,MAX"):
         plan_build(path, EngineOptions())
+    plan = plan_build(path, EngineOptions(max_batch=4, dims={"H": (14, 28, 56)}))
+    assert plan.profiles[0].to_dict() == {"input": "x", "min": [1, 1, 14, 28], "opt": [4, 1, 28, 28],
+                                          "max": [4, 1, 56, 28]}
 
 
 # -- precision -----------------------------------------------------------------
@@ -153,13 +160,61 @@ def test_missing_onnx_is_one_line(tmp_path):
 
 def test_batch_outside_the_profile_is_refused():
     profiles = (ProfileShape("input", (2, 1, 28, 28), (8, 1, 28, 28), (8, 1, 28, 28)),)
-    check_batch(profiles, {"input": (2, 1, 28, 28)}, what="TensorRT engine m.plan")
-    check_batch(profiles, {"input": (8, 1, 28, 28)}, what="TensorRT engine m.plan")
+    check_profile(profiles, {"input": (2, 1, 28, 28)}, what="TensorRT engine m.plan")
+    check_profile(profiles, {"input": (8, 1, 28, 28)}, what="TensorRT engine m.plan")
     with pytest.raises(EdgehalError, match=r"batch 9 is outside the engine's profile \(batch 2..8\).*"
                                            r"--max-batch 9"):
-        check_batch(profiles, {"input": (9, 1, 28, 28)}, what="TensorRT engine m.plan")
+        check_profile(profiles, {"input": (9, 1, 28, 28)}, what="TensorRT engine m.plan")
     with pytest.raises(EdgehalError, match=r"batch 1 is outside the engine's profile \(batch 2..8\)"):
-        check_batch(profiles, {"input": (1, 1, 28, 28)}, what="TensorRT engine m.plan")
+        check_profile(profiles, {"input": (1, 1, 28, 28)}, what="TensorRT engine m.plan")
+
+
+def test_a_shape_outside_the_profile_on_another_dimension_is_refused():
+    profiles = (ProfileShape("input", (1, 1, 1, 28), (8, 1, 28, 28), (8, 1, 28, 28)),)
+    check_profile(profiles, {"input": (3, 1, 5, 28)}, what="TensorRT engine m.plan")
+    with pytest.raises(EdgehalError, match=r"dimension 2 is 40, outside the engine's profile \(1..28\).*"
+                                           r"--dim input:2=1,28,40"):
+        check_profile(profiles, {"input": (3, 1, 40, 28)}, what="TensorRT engine m.plan")
+
+
+# -- other dynamic dimensions -------------------------------------------------------
+
+
+def test_dynamic_dimensions_without_metadata_need_a_dim_range():
+    inputs = [TensorInfo("x", "float32", (-1, -1, 16), ("batch", "time", None))]
+    with pytest.raises(EdgehalError, match=r"dimension 1 \('time'\) is dynamic and nothing gives its range.*"
+                                           r"--dim time=MIN,OPT,MAX"):
+        resolve_dims(inputs, EngineOptions(), None, what="m")
+    assert resolve_dims(inputs, EngineOptions(dims={"time": (1, 10, 20)}), None, what="m") == {("x", 1): (1, 10, 20)}
+    assert resolve_dims(inputs, EngineOptions(dims={"x:1": (2, 2, 3)}), None, what="m") == {("x", 1): (2, 2, 3)}
+    with pytest.raises(EdgehalError, match=r"--dim width \| names no dynamic dimension of m. Note: one of \['time'\]"):
+        resolve_dims(inputs, EngineOptions(dims={"time": (1, 2, 3), "width": (1, 2, 3)}), None, what="m")
+    profiles = derive_profiles(inputs, (1, 4, 8), {("x", 1): (1, 10, 20)})
+    assert profiles[0].to_dict() == {"input": "x", "min": [1, 1, 16], "opt": [4, 10, 16], "max": [8, 20, 16]}
+
+
+def test_dim_ranges_are_parsed_and_checked():
+    assert parse_dim_range("rows=1,28,64") == ("rows", (1, 28, 64))
+    assert parse_dim_range("input:2=4,4,4") == ("input:2", (4, 4, 4))
+    for bad in ("rows", "rows=1,2", "=1,2,3", "rows=a,b,c"):
+        with pytest.raises(EdgehalError, match="is not NAME=MIN,OPT,MAX"):
+            parse_dim_range(bad)
+    for bad in ("rows=0,1,2", "rows=3,2,4", "rows=1,5,4"):
+        with pytest.raises(EdgehalError, match="is not a valid range"):
+            parse_dim_range(bad)
+    with pytest.raises(EdgehalError, match="is not a valid range"):
+        EngineOptions(dims={"rows": (4, 2, 8)})
+    assert EngineOptions(dims={"rows": [1, 2, 3]}).to_dict()["dims"] == {"rows": [1, 2, 3]}
+
+
+def test_build_engine_cli_takes_dim_ranges(models):
+    runner = CliRunner()
+    res = runner.invoke(main, ["build-engine", str(models["kept"]), "-o", "x.plan", "--dry-run",
+                               "--dim", "rows=1,28,56"])
+    assert res.exit_code == 1 and "--dim rows | names no dynamic dimension" in res.output
+    res = runner.invoke(main, ["build-engine", str(models["kept"]), "-o", "x.plan", "--dry-run",
+                               "--dim", "rows=1,2", "--dim", "rows=1,2,3"])
+    assert res.exit_code == 1 and "is not NAME=MIN,OPT,MAX" in res.output
 
 
 # -- provenance -------------------------------------------------------------------

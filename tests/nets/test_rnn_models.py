@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from edgehal.config import config_from_dict, load_config
+from edgehal.errors import EdgehalError
 from edgehal.nets.base import ExportWrapper
 from edgehal.nets.registry import create_model
 from edgehal.nets.rnn import CELLS, RecurrentLayer
@@ -139,6 +140,13 @@ def test_classifier_exports_with_heads_and_matches(cell):
     dynamic = {"input": {0: "batch", 2: "rows"}, **{h: {0: "batch"} for h in heads}}
     data = _export(ExportWrapper(model, heads), torch.randint(0, 256, (2, 1, 28, 28)).float(), heads, dynamic)
     _check_graph(data, cell, layers=model.rnn.num_layers)
+    from edgehal.export.inspect import inspect_model
+    from edgehal.export.onnx import prune_outputs
+
+    proto = onnx.load_from_string(data)
+    for graph in (proto, prune_outputs(proto, ["logits"])):        # `edgehal inspect --target tensorrt`
+        report = inspect_model(graph, path=f"{cell}.onnx")
+        assert report.ok, report.lines()
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     worst = 0.0
     for batch, rows in [(5, 28), (9, 50)]:
@@ -173,7 +181,7 @@ def test_training_steps_reduce_loss(cell):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_train_loop_smoke_on_embedded_digits(tmp_path):
+def _train_rows_smoke(tmp_path) -> Path:
     """The real trainer wires data shape, classes and statistics into the builder."""
     from edgehal.checkpoint import load_checkpoint
     from edgehal.train import train
@@ -190,6 +198,53 @@ def test_train_loop_smoke_on_embedded_digits(tmp_path):
     assert tuple(payload["manifest"]["input_shape"]) == (1, 8, 8)
     assert [h["name"] for h in payload["manifest"]["heads"]] == ["logits", "aux_case1"]
     assert "error_rate" in payload["metrics"]["test"]["logits"]
+    return path
+
+
+def test_train_loop_smoke_on_embedded_digits(tmp_path):
+    _train_rows_smoke(tmp_path)
+
+
+def test_export_has_a_dynamic_sequence_that_tensorrt_planning_profiles(tmp_path):
+    """`edgehal export` of a trained recurrent checkpoint: dynamic batch *and* sequence length (rows),
+    onnxruntime equal to PyTorch at other lengths, `inspect --target tensorrt` clean, and a build plan
+    whose profile covers 1..trained rows by default or the --dim range; --fixed-sequence fixes it."""
+    from edgehal.checkpoint import load_checkpoint
+    from edgehal.export.inspect import inspect_tensorrt
+    from edgehal.export.onnx import ExportOptions, export_onnx
+    from edgehal.export.tensorrt_plan import EngineOptions, plan_build
+
+    ckpt = _train_rows_smoke(tmp_path)
+    out = tmp_path / "rows.prune.onnx"
+    report = export_onnx(ckpt, out, options=ExportOptions(aux="prune"), log=lambda _: None)
+    assert any("dynamic sequence dimension (input axis 2) checked at lengths 8 and 4" in n for n in report.notes)
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 1, "rows", 8]
+
+    model = load_checkpoint(ckpt).build_model().eval()
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for batch, rows in [(3, 8), (5, 3), (2, 13)]:
+        x = torch.randint(0, 17, (batch, 1, rows, 8)).float()
+        (got,) = sess.run(["logits"], {"input": x.numpy()})
+        with torch.no_grad():
+            want = model(x)["logits"].numpy()
+        assert float(np.abs(got - want).max()) < 1e-4
+
+    report = inspect_tensorrt(out)
+    assert report.ok, report.lines()
+    assert any("dimension 2 ('rows') is dynamic" in line and "1..8" in line for line in report.lines())
+    plan = plan_build(out, EngineOptions(max_batch=16))
+    assert (plan.profiles[0].min, plan.profiles[0].opt, plan.profiles[0].max) == (
+        (1, 1, 1, 8), (16, 1, 8, 8), (16, 1, 8, 8))
+    plan = plan_build(out, EngineOptions(max_batch=16, dims={"rows": (2, 8, 20)}))
+    assert (plan.profiles[0].min[2], plan.profiles[0].opt[2], plan.profiles[0].max[2]) == (2, 8, 20)
+
+    fixed = tmp_path / "rows.fixed.onnx"
+    export_onnx(ckpt, fixed, options=ExportOptions(aux="prune", fixed_sequence=True), log=lambda _: None)
+    dims = onnx.load(str(fixed)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 1, 8, 8]
+    with pytest.raises(EdgehalError, match="names no dynamic dimension"):
+        plan_build(fixed, EngineOptions(dims={"rows": (1, 8, 8)}))
 
 
 @pytest.mark.parametrize("cell", list(CELLS))

@@ -199,3 +199,37 @@ def test_foreign_sidecar_is_refused_before_deserialising(onnx_models, tmp_path):
     write_sidecar(engine, dataclasses.replace(prov))
     with TensorRTRunner(engine) as runner:
         assert runner.provenance.tensorrt_version == prov.tensorrt_version
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "peephole_lstm", "gru"])
+@needs_tensorrt
+def test_recurrent_engine_with_a_dynamic_sequence(tmp_path, cell):
+    """Issue 8 on hardware: the native ONNX RNN/LSTM(+P)/GRU export of a trained row classifier builds with
+    a profile over the sequence dimension and matches onnxruntime at several lengths."""
+    from edgehal.config import config_from_dict
+    from edgehal.export.onnx import ExportOptions, export_onnx
+    from edgehal.export.tensorrt_plan import EngineOptions
+    from edgehal.train import train
+
+    cfg = config_from_dict({
+        "name": f"rows_{cell}", "output_dir": str(tmp_path / "run"),
+        "model": {"name": "rnn_classifier", "cell": cell, "hidden_size": 16, "bidirectional": cell != "rnn",
+                  "aux": [{"case": "case1"}]},
+        "data": {"dataset": "digits", "limit": 200},
+        "train": {"epochs": 1, "batch_size": 50, "optimizer": "adamw", "lr": 0.005, "device": "cpu"},
+    })
+    ckpt = train(cfg, log=lambda _: None, progress=False)
+    onnx_path = tmp_path / "rows.onnx"
+    export_onnx(ckpt, onnx_path, options=ExportOptions(aux="keep"), log=lambda _: None)
+    engine = tmp_path / "rows.plan"
+    trt_backend.build_engine(onnx_path, engine, EngineOptions(max_batch=8, dims={"rows": (1, 8, 16)}))
+    rng = np.random.default_rng(0)
+    with TensorRTRunner(engine) as runner:
+        for rows in (8, 3, 16):
+            x = rng.integers(0, 17, (5, 1, rows, 8)).astype(np.float32)
+            want = _reference(onnx_path, x)
+            got = runner.infer({"input": x})
+            for name in want:
+                np.testing.assert_allclose(got[name], want[name], atol=1e-4, rtol=0)
+        with pytest.raises(EdgehalError, match="outside the engine's profile"):
+            runner.infer({"input": np.zeros((2, 1, 17, 8), np.float32)})
