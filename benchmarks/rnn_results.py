@@ -29,6 +29,7 @@ Usage::
     python benchmarks/rnn_results.py --seeds 0,1,2 --tasks localization
     python benchmarks/rnn_results.py --dry-run                 # what would run
     python benchmarks/rnn_results.py --summary-only            # rebuild the table from saved runs
+    python benchmarks/rnn_results.py --tasks mnist --remeasure # export, parity, latency again; no training
     # smoke test: tiny budget, everything outside the repository
     python benchmarks/rnn_results.py --epochs 1 --limit 2000 --threads 1 --bench-seconds 0.2 \\
         --results-dir /tmp/rnn_smoke/results --runs-dir /tmp/rnn_smoke/runs
@@ -149,7 +150,8 @@ def plan_runs(tasks: list[str], cells: list[str], seeds: list[int], budget: Budg
 
 
 def export_and_check(checkpoint: Path, work: Path, *, data_dir: str | None) -> tuple[Path, dict]:
-    """Export kept and pruned (opset 17, dynamic batch) and run parity on the full test split."""
+    """Export kept and pruned (opset 17, dynamic batch and, for row classifiers, dynamic sequence length) and
+    run parity on the full test split."""
     from edgehal.export.onnx import ExportOptions, export_onnx
     from edgehal.parity import run_parity, write_reports
 
@@ -167,7 +169,11 @@ def export_and_check(checkpoint: Path, work: Path, *, data_dir: str | None) -> t
             if h.error_diff_pp is not None:
                 entry["error_diff_pp"] = h.error_diff_pp
             heads[f"{Path(a.artifact).name}:{h.head}"] = entry
+    import onnx
+
+    dims = onnx.load(str(paths["prune"])).graph.input[0].type.tensor_type.shape.dim
     return paths["prune"], {"passed": rep.passed, "samples": rep.samples, "nodes": nodes, "heads": heads,
+                            "input_shape": [d.dim_param or d.dim_value for d in dims],
                             "report": rel(work / "parity" / "parity.md")}
 
 
@@ -234,8 +240,12 @@ def check_budget(existing: list[dict], budget: Budget) -> None:
 
 
 def run_all(runs: list[Run], budget: Budget, results_dir: Path, *, dry_run: bool, bench_seconds: float,
-            bench_runs: int) -> None:
+            bench_runs: int, remeasure: bool = False) -> None:
     check_budget(load_results(results_dir), budget)
+    if remeasure:
+        remeasure_all([r for r in runs if (results_dir / f"{r.name}.json").is_file()], budget, results_dir,
+                      dry_run=dry_run, bench_seconds=bench_seconds, bench_runs=bench_runs)
+        return
     todo = [r for r in runs if not (results_dir / f"{r.name}.json").is_file()]
     print(f"{len(runs)} runs planned, {len(runs) - len(todo)} already finished, {len(todo)} to do "
           f"(results: {rel(results_dir)})", flush=True)
@@ -261,6 +271,36 @@ def run_all(runs: list[Run], budget: Budget, results_dir: Path, *, dry_run: bool
         print(f"  done: {_headline(result)}; parity (kept, pruned) {'PASS' if parity['passed'] else 'FAIL'}; "
               f"PyTorch {timing['torch']['median_ms']:.3f} ms, onnxruntime {timing['ort-cpu']['median_ms']:.3f} ms;"
               f" saved {rel(results_dir / (run.name + '.json'))}", flush=True)
+
+
+def remeasure_all(runs: list[Run], budget: Budget, results_dir: Path, *, dry_run: bool, bench_seconds: float,
+                  bench_runs: int) -> None:
+    """Export, parity and latency again for finished runs (after an exporter change), training nothing.
+
+    The checkpoint must be the one the saved result names (same sha256); the
+    result keeps its wall time and gains ``remeasured`` (when).
+    """
+    from edgehal.fileio import sha256_file
+
+    print(f"{len(runs)} saved runs to measure again (results: {rel(results_dir)})", flush=True)
+    for i, run in enumerate(runs, 1):
+        old = json.loads((results_dir / f"{run.name}.json").read_text())
+        print(f"\n[{i}/{len(runs)}] {run.name}: export, parity and latency again", flush=True)
+        if dry_run:
+            continue
+        if not run.checkpoint.is_file() or sha256_file(run.checkpoint) != old["checkpoint_sha256"]:
+            raise Failure(f"{rel(run.checkpoint)} | is missing or not the checkpoint {run.name}.json recorded. "
+                          "Note: --remeasure only measures the saved runs' own checkpoints again")
+        pruned, parity = export_and_check(run.checkpoint, run.output_dir, data_dir=run.data_dir)
+        timing = latency(run.checkpoint, pruned, seconds=bench_seconds, min_runs=bench_runs)
+        result = result_of(run, budget, wall_seconds=old["wall_seconds"], resumed_from=old["resumed_from_epoch"],
+                           timing=timing, parity=parity)
+        result["remeasured"] = result["created"]
+        result["created"] = old["created"]
+        write_json(results_dir / f"{run.name}.json", result)
+        print(f"  done: {_headline(result)}; parity (kept, pruned) {'PASS' if parity['passed'] else 'FAIL'}; "
+              f"PyTorch {timing['torch']['median_ms']:.3f} ms, onnxruntime {timing['ort-cpu']['median_ms']:.3f} ms",
+              flush=True)
 
 
 def _headline(r: dict) -> str:
@@ -502,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="checkpoints and exports, ignored by git (default: runs/rnn)")
     ap.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     ap.add_argument("--summary-only", action="store_true", help="only rebuild the table from saved results")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="export, parity and latency again for the saved runs of the selection; trains nothing")
     args = ap.parse_args(argv)
     try:
         for name in ("epochs", "limit", "threads"):
@@ -517,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
                              _seeds(args.seeds), budget, args.runs_dir.resolve(), args.data_dir)
             results_dir.mkdir(parents=True, exist_ok=True)
             run_all(runs, budget, results_dir, dry_run=args.dry_run, bench_seconds=args.bench_seconds,
-                    bench_runs=args.bench_runs)
+                    bench_runs=args.bench_runs, remeasure=args.remeasure)
         if not args.dry_run:
             write_summary(results_dir)
     except Failure as exc:
