@@ -89,11 +89,14 @@ def evaluate(checkpoint, split, data_dir, json_out, confusion, batch_size):
               "8x8 digits. Default: embedded digits (no files needed).")
 @click.option("--output-dir", default="quickstart", show_default=True, help="Where everything is written.")
 @click.option("--epochs", default=None, type=int, help="Training epochs. Default: 30 on digits, 1 on MNIST.")
-def quickstart(data_dir, output_dir, epochs):
-    """Train a small HAL model, evaluate it, export it kept and pruned, and prove parity."""
+@click.option("--zoo", default=None, metavar="NAME",
+              help="Skip training: use the shipped models/zoo/NAME/checkpoint.pt (mnist_hal_case1, mnist_baseline; "
+                   "MNIST from --data-dir or $EDGEHAL_DATA). Default: train.")
+def quickstart(data_dir, output_dir, epochs, zoo):
+    """Train a small HAL model (or take a zoo one), evaluate it, export it kept and pruned, and prove parity."""
     from edgehal.quickstart import run_quickstart
 
-    ok = run_quickstart(data_root=data_dir, output_dir=output_dir, epochs=epochs, log=click.echo)
+    ok = run_quickstart(data_root=data_dir, output_dir=output_dir, epochs=epochs, zoo=zoo, log=click.echo)
     if not ok:
         sys.exit(1)
 
