@@ -11,7 +11,7 @@ Every run is ``edgehal train`` in a subprocess, with the exact command saved.
 It is resumable: a finished run (its JSON exists) is skipped, an interrupted
 one continues from its last epoch's checkpoint (under the git-ignored
 ``runs/rnn/``). Right after training, the checkpoint is exported to ONNX
-(opset 17, dynamic batch) with its auxiliary heads kept and pruned, both go
+(opset 17, dynamic batch and sequence) with its auxiliary heads kept and pruned, both go
 through ``edgehal parity`` on the full test split (report next to the
 checkpoint), and the pruned export (what a deployment runs) is timed with
 ``edgehal.bench.run_bench``: batch 1, one thread, PyTorch eager on the
