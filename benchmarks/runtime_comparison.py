@@ -301,12 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     from edgehal.errors import EdgehalError
     from edgehal.fileio import atomic_write_text, sha256_file
 
-    out_dir = args.out_dir.resolve()
+    out_dir = args.out_dir  # relative to the repository (the cwd): saved results name no machine path
     try:
         ckpt = load_checkpoint(args.checkpoint)
         t0 = time.perf_counter()
         print(f"[1/3] exporting {args.checkpoint} with the auxiliary heads kept and pruned", flush=True)
-        exports = export_both(args.checkpoint, args.work_dir.resolve(), data_root=args.data_dir)
+        exports = export_both(args.checkpoint, args.work_dir, data_root=args.data_dir)
         par = None
         if not args.skip_parity:
             print("[2/3] parity of both exports against PyTorch on the full test split", flush=True)
