@@ -205,6 +205,36 @@ def localization_loss(building_logits: torch.Tensor, floor_scores: torch.Tensor,
     return total, {"building": float(ce_b.detach()), "floor": float(ce_f.detach()), "coords": float(dist.detach())}
 
 
+def check_localization_args(*, combine: str, building_floors: Sequence[Sequence[int]],
+                            access_points_heard: Sequence[int] | None, input_shape: Sequence[int] | None,
+                            class_names: Sequence[str] | None, dropout: float, input_dropout: float,
+                            rssi_shift_db: float, rssi_noise_db: float
+                            ) -> tuple[list[int], list[tuple[int, int]], tuple[str, ...]]:
+    """The checks both localization builders share; returns (access points heard, (building, floor)
+    pairs, building-floor class names)."""
+    if combine not in COMBINE_RULES:
+        raise EdgehalError("model.combine", f"is {combine!r}", f"one of {COMBINE_RULES}")
+    if not building_floors or any(not f for f in building_floors):
+        raise EdgehalError("model.building_floors", f"is {building_floors!r}",
+                           "a non-empty list of floors for every building")
+    n_in = int(input_shape[0]) if input_shape else (len(access_points_heard) if access_points_heard else 520)
+    heard = list(access_points_heard) if access_points_heard is not None else [1] * n_in
+    if len(heard) != n_in:
+        raise EdgehalError("model.access_points_heard", f"has {len(heard)} entries", f"{n_in}, one per input")
+    for name, value in (("dropout", dropout), ("input_dropout", input_dropout)):
+        if not 0.0 <= value < 1.0:
+            raise EdgehalError(f"model.{name}", f"is {value}", "a probability in [0, 1)")
+    for name, value in (("rssi_shift_db", rssi_shift_db), ("rssi_noise_db", rssi_noise_db)):
+        if value < 0:
+            raise EdgehalError(f"model.{name}", f"is {value}", "a standard deviation in dB, >= 0")
+    pairs = [(b, int(f)) for b, floors in enumerate(building_floors) for f in floors]
+    names = tuple(class_names) if class_names else tuple(f"B{b}F{f}" for b, f in pairs)
+    if len(names) != len(pairs):
+        raise EdgehalError("model.class_names", f"has {len(names)} names",
+                           f"{len(pairs)}, one per building-floor pair")
+    return heard, pairs, names
+
+
 @register_model("hier_localization")
 def hier_localization(*, building_floors: Sequence[Sequence[int]], coord_mean: Sequence[float],
                       coord_scale: float, access_points_heard: Sequence[int] | None = None,
@@ -229,28 +259,12 @@ def hier_localization(*, building_floors: Sequence[Sequence[int]], coord_mean: S
     point), ``rssi_shift_db`` (std of a per-fingerprint gain offset),
     ``rssi_noise_db`` (std of per-reading noise).
     """
-    if combine not in COMBINE_RULES:
-        raise EdgehalError("model.combine", f"is {combine!r}", f"one of {COMBINE_RULES}")
     if coord_branches not in ("per_building", "shared"):
         raise EdgehalError("model.coord_branches", f"is {coord_branches!r}", "per_building or shared")
-    if not building_floors or any(not f for f in building_floors):
-        raise EdgehalError("model.building_floors", f"is {building_floors!r}",
-                           "a non-empty list of floors for every building")
-    n_in = int(input_shape[0]) if input_shape else (len(access_points_heard) if access_points_heard else 520)
-    heard = list(access_points_heard) if access_points_heard is not None else [1] * n_in
-    if len(heard) != n_in:
-        raise EdgehalError("model.access_points_heard", f"has {len(heard)} entries", f"{n_in}, one per input")
-    for name, value in (("dropout", dropout), ("input_dropout", input_dropout)):
-        if not 0.0 <= value < 1.0:
-            raise EdgehalError(f"model.{name}", f"is {value}", "a probability in [0, 1)")
-    for name, value in (("rssi_shift_db", rssi_shift_db), ("rssi_noise_db", rssi_noise_db)):
-        if value < 0:
-            raise EdgehalError(f"model.{name}", f"is {value}", "a standard deviation in dB, >= 0")
-    pairs = [(b, f) for b, floors in enumerate(building_floors) for f in floors]
-    names = tuple(class_names) if class_names else tuple(f"B{b}F{f}" for b, f in pairs)
-    if len(names) != len(pairs):
-        raise EdgehalError("model.class_names", f"has {len(names)} names",
-                           f"{len(pairs)}, one per building-floor pair")
+    heard, pairs, names = check_localization_args(
+        combine=combine, building_floors=building_floors, access_points_heard=access_points_heard,
+        input_shape=input_shape, class_names=class_names, dropout=dropout, input_dropout=input_dropout,
+        rssi_shift_db=rssi_shift_db, rssi_noise_db=rssi_noise_db)
     heads = [
         Head(name="building_floor", kind="main", level=0, class_names=names,
              description="building-floor decision: log-probabilities; the predicted building's floor "
@@ -276,7 +290,7 @@ def hier_localization(*, building_floors: Sequence[Sequence[int]], coord_mean: S
              "coordinate_frame": "EPSG:3857 metres relative to coordinate_origin",
              "undetected_dbm": float(undetected_dbm),
              "penalty_m": {"per_floor": FLOOR_PENALTY_M, "wrong_building": BUILDING_PENALTY_M}}
-    manifest = HeadManifest(model="hier_localization", input_name="rssi", input_shape=(n_in,),
+    manifest = HeadManifest(model="hier_localization", input_name="rssi", input_shape=(len(heard),),
                             heads=tuple(heads), extra=extra)
     return HierLocalization(
         manifest=manifest, building_floors=building_floors, heard=heard, undetected_dbm=undetected_dbm,

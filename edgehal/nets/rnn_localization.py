@@ -60,9 +60,9 @@ from torch.nn import functional as F
 from edgehal.errors import EdgehalError
 from edgehal.hierarchy import Head, HeadManifest
 from edgehal.nets.base import EdgehalModel
-from edgehal.nets.hierarchical import COMBINE_RULES, HierarchicalHead
+from edgehal.nets.hierarchical import HierarchicalHead
 from edgehal.nets.localization import (BUILDING_PENALTY_M, FLOOR_PENALTY_M, HierLocalization, RssiTransform,
-                                      localization_loss, mlp)
+                                      check_localization_args, localization_loss, mlp)
 from edgehal.nets.registry import register_model
 from edgehal.nets.rnn import ACTIVATIONS, CELLS, make_cell
 
@@ -284,34 +284,17 @@ def recurrent_localization(*, building_floors: Sequence[Sequence[int]], coord_me
         raise EdgehalError(f"model.activation {activation!r}", "is unknown", f"one of {sorted(ACTIVATIONS)}")
     if hidden_size < 1:
         raise EdgehalError("model.hidden_size", f"is {hidden_size}", "at least 1")
-    if combine not in COMBINE_RULES:
-        raise EdgehalError("model.combine", f"is {combine!r}", f"one of {COMBINE_RULES}")
     if coord_frame not in COORD_FRAMES:
         raise EdgehalError("model.coord_frame", f"is {coord_frame!r}", f"one of {COORD_FRAMES}")
-    if not building_floors or any(not f for f in building_floors):
-        raise EdgehalError("model.building_floors", f"is {building_floors!r}",
-                           "a non-empty list of floors for every building")
-    if any(int(f) < 0 for floors in building_floors for f in floors) or \
-            any(len(set(floors)) != len(floors) for floors in building_floors):
-        raise EdgehalError("model.building_floors", f"is {building_floors!r}",
-                           "distinct floor numbers >= 0 per building (the floor step predicts floor levels)")
-    n_in = int(input_shape[0]) if input_shape else (len(access_points_heard) if access_points_heard else 520)
-    heard = list(access_points_heard) if access_points_heard is not None else [1] * n_in
-    if len(heard) != n_in:
-        raise EdgehalError("model.access_points_heard", f"has {len(heard)} entries", f"{n_in}, one per input")
-    for name, value in (("dropout", dropout), ("input_dropout", input_dropout)):
-        if not 0.0 <= value < 1.0:
-            raise EdgehalError(f"model.{name}", f"is {value}", "a probability in [0, 1)")
     if not 0.0 <= teacher_forcing <= 1.0:
         raise EdgehalError("model.teacher_forcing", f"is {teacher_forcing}", "a probability in [0, 1]")
-    for name, value in (("rssi_shift_db", rssi_shift_db), ("rssi_noise_db", rssi_noise_db)):
-        if value < 0:
-            raise EdgehalError(f"model.{name}", f"is {value}", "a standard deviation in dB, >= 0")
-    pairs = [(b, int(f)) for b, floors in enumerate(building_floors) for f in floors]
-    names = tuple(class_names) if class_names else tuple(f"B{b}F{f}" for b, f in pairs)
-    if len(names) != len(pairs):
-        raise EdgehalError("model.class_names", f"has {len(names)} names",
-                           f"{len(pairs)}, one per building-floor pair")
+    heard, pairs, names = check_localization_args(
+        combine=combine, building_floors=building_floors, access_points_heard=access_points_heard,
+        input_shape=input_shape, class_names=class_names, dropout=dropout, input_dropout=input_dropout,
+        rssi_shift_db=rssi_shift_db, rssi_noise_db=rssi_noise_db)
+    if any(f < 0 for _, f in pairs) or any(len(set(floors)) != len(floors) for floors in building_floors):
+        raise EdgehalError("model.building_floors", f"is {building_floors!r}",
+                           "distinct floor numbers >= 0 per building (the floor step predicts floor levels)")
     heads = [
         Head(name="building_floor", kind="main", level=0, class_names=names,
              description="building-floor decision: log-probabilities; the floor step (2) restricted to the "
@@ -341,7 +324,7 @@ def recurrent_localization(*, building_floors: Sequence[Sequence[int]], coord_me
              "coordinate_frame": "EPSG:3857 metres relative to coordinate_origin",
              "undetected_dbm": float(undetected_dbm),
              "penalty_m": {"per_floor": FLOOR_PENALTY_M, "wrong_building": BUILDING_PENALTY_M}}
-    manifest = HeadManifest(model="recurrent_localization", input_name="rssi", input_shape=(n_in,),
+    manifest = HeadManifest(model="recurrent_localization", input_name="rssi", input_shape=(len(heard),),
                             heads=tuple(heads), extra=extra)
     return RecurrentLocalization(
         manifest=manifest, building_floors=[[int(f) for f in fl] for fl in building_floors], heard=heard,
