@@ -116,21 +116,20 @@ class Budget:
         return items + list(self.extra)
 
 
-@dataclass(frozen=True)
-class Run:
-    dataset: str
-    case: str
+@dataclass(frozen=True, kw_only=True)
+class TrainRun:
+    """One ``edgehal train`` subprocess: its config, seed and overrides, and where it writes.
+
+    Shared by the result scripts (this one, ``rnn_results.py``); each adds what
+    names and groups its runs.
+    """
+
     seed: int
     config: Path
     overrides: tuple[str, ...]
     output_dir: Path
     data_dir: str | None
     epochs: int                 # effective, after overrides
-    limit: int | None
-
-    @property
-    def name(self) -> str:
-        return f"{self.case}_seed{self.seed}"
 
     @property
     def checkpoint(self) -> Path:
@@ -140,39 +139,57 @@ class Run:
     def argv(self) -> list[str]:
         return train_argv(self.config, self.overrides, self.data_dir, self.output_dir)
 
-    def comparable(self) -> dict[str, Any]:
-        """What must match between runs that are averaged together (everything but the seed)."""
-        return {"epochs": self.epochs, "limit": self.limit,
-                "overrides": [o for o in self.overrides
-                              if not o.startswith(("seed=", "threads=", "epochs=", "data.limit="))]}
-
     def resolved_config(self) -> dict[str, Any]:
-        """The config ``edgehal train`` will build from :attr:`argv` (as the CLI does)."""
+        """The config ``edgehal train`` will build from :attr:`argv` (as the CLI does; what
+        ``checkpoint_state`` compares)."""
         from edgehal.config import load_config
 
         extra = list(self.overrides) + ([f"data.root={self.data_dir}"] if self.data_dir else [])
         return load_config(self.config, extra + [f"output_dir={rel(self.output_dir)}"]).to_dict()
 
 
-def plan_runs(dataset: str, cases: list[str], seeds: list[int], budget: Budget, runs_dir: Path,
-              data_dir: str | None) -> list[Run]:
-    """Every (case, seed) run, its config loaded with its overrides: bad options fail before any work."""
+def load_run_config(path: Path, overrides: list[str]):
+    """A run's config with its overrides, a bad one as a :class:`Failure` (before any work)."""
     from edgehal.config import load_config
     from edgehal.errors import EdgehalError
 
+    try:
+        return load_config(path, overrides)
+    except EdgehalError as exc:
+        raise Failure(str(exc)) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run(TrainRun):
+    dataset: str
+    case: str
+    limit: int | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.case}_seed{self.seed}"
+
+    def comparable(self) -> dict[str, Any]:
+        """What must match between runs that are averaged together (everything but the seed)."""
+        return {"epochs": self.epochs, "limit": self.limit,
+                "overrides": [o for o in self.overrides
+                              if not o.startswith(("seed=", "threads=", "epochs=", "data.limit="))]}
+
+
+def plan_runs(dataset: str, cases: list[str], seeds: list[int], budget: Budget, runs_dir: Path,
+              data_dir: str | None) -> list[Run]:
+    """Every (case, seed) run, its config loaded with its overrides: bad options fail before any work."""
     runs = []
     for case in cases:
         path = config_for(dataset, case)
         for seed in seeds:
             overrides = budget.overrides(seed)
-            try:
-                cfg = load_config(path, overrides)
-            except EdgehalError as exc:
-                raise Failure(str(exc)) from None
+            cfg = load_run_config(path, overrides)
             if cfg.data.dataset != dataset:
                 raise Failure(f"config {rel(path)} | trains on {cfg.data.dataset!r}, not {dataset!r}")
-            runs.append(Run(dataset, case, seed, path, tuple(overrides), runs_dir / f"{case}_seed{seed}",
-                            data_dir, cfg.train.epochs, cfg.data.limit))
+            runs.append(Run(dataset=dataset, case=case, seed=seed, config=path, overrides=tuple(overrides),
+                            output_dir=runs_dir / f"{case}_seed{seed}", data_dir=data_dir,
+                            epochs=cfg.train.epochs, limit=cfg.data.limit))
     return runs
 
 
@@ -198,7 +215,7 @@ def execute(argv: list[str], *, resume: Path | None = None) -> float:
     return time.perf_counter() - t0
 
 
-def checkpoint_state(run: Run) -> tuple[str, int]:
+def checkpoint_state(run: TrainRun) -> tuple[str, int]:
     """``("new" | "resume" | "finished", epochs done)`` for the run's checkpoint folder."""
     from edgehal.checkpoint import load_checkpoint
     from edgehal.errors import EdgehalError

@@ -55,7 +55,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reproduce_hal import Budget as HalBudget  # noqa: E402
-from reproduce_hal import Failure, checkpoint_state, execute, rel, train_argv, write_json  # noqa: E402
+from reproduce_hal import (Failure, TrainRun, checkpoint_state, execute, load_run_config, rel,  # noqa: E402
+                           write_json)
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "models" / "configs"
@@ -89,44 +90,20 @@ class Budget(HalBudget):
         return {"epochs": self.epochs, "limit": self.limit, "extra": list(self.extra)}
 
 
-@dataclass(frozen=True)
-class Run:
+@dataclass(frozen=True, kw_only=True)
+class Run(TrainRun):
     task: str
     variant: str
     cell: str
-    seed: int
-    config: Path
-    overrides: tuple[str, ...]
-    output_dir: Path
-    data_dir: str | None
-    epochs: int                 # effective, after overrides
 
     @property
     def name(self) -> str:
         return f"{self.config.stem}_seed{self.seed}"
 
-    @property
-    def checkpoint(self) -> Path:
-        return self.output_dir / "checkpoint.pt"
-
-    @property
-    def argv(self) -> list[str]:
-        return train_argv(self.config, self.overrides, self.data_dir, self.output_dir)
-
-    def resolved_config(self) -> dict[str, Any]:
-        """The config ``edgehal train`` builds from :attr:`argv` (what ``checkpoint_state`` compares)."""
-        from edgehal.config import load_config
-
-        extra = list(self.overrides) + ([f"data.root={self.data_dir}"] if self.data_dir else [])
-        return load_config(self.config, extra + [f"output_dir={rel(self.output_dir)}"]).to_dict()
-
 
 def plan_runs(tasks: list[str], cells: list[str], seeds: list[int], budget: Budget, runs_dir: Path,
               data_dir: str | None) -> list[Run]:
     """Every run, its config loaded with its overrides: a bad option fails before any work."""
-    from edgehal.config import load_config
-    from edgehal.errors import EdgehalError
-
     runs = []
     for task in tasks:
         for cell in cells:
@@ -134,14 +111,12 @@ def plan_runs(tasks: list[str], cells: list[str], seeds: list[int], budget: Budg
                 path = config_path(task, variant, cell)
                 for seed in seeds:
                     overrides = budget.overrides(seed)
-                    try:
-                        cfg = load_config(path, overrides)
-                    except EdgehalError as exc:
-                        raise Failure(str(exc)) from None
+                    cfg = load_run_config(path, overrides)
                     if cfg.model.get("cell") != cell:
                         raise Failure(f"config {rel(path)} | has cell {cfg.model.get('cell')!r}, not {cell!r}")
-                    runs.append(Run(task, variant, cell, seed, path, tuple(overrides),
-                                    runs_dir / f"{path.stem}_seed{seed}", data_dir, cfg.train.epochs))
+                    runs.append(Run(task=task, variant=variant, cell=cell, seed=seed, config=path,
+                                    overrides=tuple(overrides), output_dir=runs_dir / f"{path.stem}_seed{seed}",
+                                    data_dir=data_dir, epochs=cfg.train.epochs))
     return runs
 
 
