@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -77,25 +77,56 @@ class Runner(ABC):
         """The largest batch the backend accepts; None when unbounded."""
         return None
 
-    # -- inference ---------------------------------------------------------
-    def infer(self, feed: Mapping[str, np.ndarray], *,
-              outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Check ``feed`` against the input specs, run, return the requested outputs.
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``fp16`` or ``int8``: what the artifact computes in. Defaults to fp32."""
+        return "fp32"
 
-        ``outputs`` defaults to every output of the model.
+    @property
+    def device(self) -> str:
+        """Where the model computes: ``cpu`` or ``cuda:N``."""
+        return "cpu"
+
+    # -- inference ---------------------------------------------------------
+    def infer(self, feed: Mapping[str, np.ndarray], *, outputs: Sequence[str] | None = None,
+              check: bool = True) -> dict[str, np.ndarray]:
+        """Run and return the requested outputs (every output of the model by default).
+
+        ``check=True`` validates names, dtypes and shapes of ``feed`` against
+        :meth:`input_specs` first; ``check=False`` skips that for a feed that a
+        caller already checked once (a timing loop), and hands the arrays over as
+        they are.
         """
+        self._require_active()
+        names = self._output_list(outputs)
+        if check:
+            feed = check_feed(feed, self.input_specs(), max_batch=self.max_batch,
+                              what=f"runner {self.name}")
+        return self._infer(dict(feed), names)
+
+    def device_timer(self, feed: Mapping[str, np.ndarray], *,
+                     outputs: Sequence[str] | None = None) -> Callable[[], int] | None:
+        """A call that runs ``feed`` with inputs and outputs resident on the device
+        and returns the nanoseconds it took there (CUDA events, or host time
+        around a synchronising IOBinding run), or None when the runner has no
+        device-side timing (a CPU runner). The feed is checked and copied to the
+        device once, before the first call.
+        """
+        return None
+
+    def _require_active(self) -> None:
         if not self.is_active:
             raise EdgehalError(f"runner {self.name}", "is not active",
                                "use it as a context manager: with runner: ...")
-        checked = check_feed(feed, self.input_specs(), max_batch=self.max_batch,
-                             what=f"runner {self.name}")
+
+    def _output_list(self, outputs: Sequence[str] | None) -> list[str]:
         available = list(self.output_names())
         names = available if outputs is None else list(outputs)
         unknown = [n for n in names if n not in available]
         if unknown:
             raise EdgehalError(f"output {unknown[0]!r}", f"is not an output of {self.name}",
                                f"one of {available}")
-        return self._infer(checked, names)
+        return names
 
     @abstractmethod
     def _infer(self, feed: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]: ...
