@@ -67,6 +67,7 @@ def build_mnist_cnn(path: Path) -> Path:
 
     from edgehal.export.metadata import OnnxMetadata, write_props
     from edgehal.hierarchy import DIGIT_CLASSES, Head, HeadManifest, aux_head_from_case, get_case
+    from edgehal.manifest import Preprocessing
 
     torch.manual_seed(0)
 
@@ -92,7 +93,8 @@ def build_mnist_cnn(path: Path) -> Path:
                             heads=(Head(name="logits", kind="main", level=0, class_names=DIGIT_CLASSES),
                                    aux_head_from_case(get_case("mnist", "case1"))))
     meta = OnnxMetadata(manifest=manifest, full_manifest=manifest,
-                        preprocessing={"layout": "NCHW", "mean": [0.1307], "std": [0.3081], "scale": 1 / 255},
+                        preprocessing=Preprocessing(layout="NCHW", input_shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,),
+                                                scale=1 / 255),
                         aux="keep", precision="fp32")
     proto = onnx.load(str(raw))
     write_props(proto, meta.to_props())

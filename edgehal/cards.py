@@ -170,7 +170,7 @@ def build_card(checkpoint: str | Path, *, data_root: str | Path | None = None, p
         },
         "data": {"dataset": data.name, "train_samples": len(data.train), "val_samples": len(data.val),
                  "test_samples": len(data.test), "limit": stored.get("data", {}).get("limit"),
-                 "preprocessing": ckpt.preprocessing},
+                 "preprocessing": ckpt.preprocessing.to_dict() if ckpt.preprocessing else None},
         "training": {**reproduce_command(stored, configs_dir=configs_dir),
                      "seed": stored.get("train", {}).get("seed"), "epochs": training.get("epoch"),
                      "train_seconds": round(sum(float(r.get("seconds", 0.0)) for r in history), 1),

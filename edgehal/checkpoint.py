@@ -20,7 +20,7 @@ import torch
 
 from edgehal.errors import EdgehalError
 from edgehal.fileio import atomic_path
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest, Preprocessing
 
 FORMAT = "edgehal-checkpoint/1"
 
@@ -54,7 +54,7 @@ class LoadedCheckpoint:
 
     @property
     def manifest(self) -> HeadManifest:
-        return HeadManifest.from_dict(self.payload["manifest"])
+        return HeadManifest.from_dict(self.payload["manifest"], what=f"checkpoint {self.path}: manifest")
 
     @property
     def model_name(self) -> str:
@@ -65,8 +65,9 @@ class LoadedCheckpoint:
         return dict(self.payload["model_kwargs"])
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
-        return dict(self.payload.get("preprocessing", {}))
+    def preprocessing(self) -> Preprocessing | None:
+        raw = self.payload.get("preprocessing")
+        return Preprocessing.from_dict(raw, what=f"checkpoint {self.path}: preprocessing") if raw else None
 
     @property
     def metrics(self) -> dict[str, Any]:

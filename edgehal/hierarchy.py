@@ -1,22 +1,16 @@
-"""Superclass cases from the HAL papers and the head manifest.
-
-The head manifest is the spine of edgehal: every model declares its heads once
-(name, kind, level, class names, and for an auxiliary head the mapping from
-main classes to its superclasses) and that one JSON-serialisable object travels
-in every artifact: checkpoint, ONNX ``metadata_props``, engine sidecar, served
-model metadata. Nothing downstream guesses output names.
+"""Superclass cases from the HAL papers: groupings of the main classes that
+auxiliary heads predict. The head manifest that records them is in
+:mod:`edgehal.manifest`.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgehal.errors import EdgehalError
-
-MANIFEST_VERSION = 1
+from edgehal.manifest import Head, HeadManifest  # noqa: F401 - HeadManifest re-exported while importers move
 
 DIGIT_CLASSES: tuple[str, ...] = tuple(str(i) for i in range(10))
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -170,134 +164,6 @@ def load_case_file(path: str | Path, *, num_classes: int) -> SuperclassCase:
         raise EdgehalError(what, f"'names' has {len(names) if isinstance(names, list) else '?'} entries",
                            f"{len(groups)} names, one per superclass")
     return _case(str(raw.get("name", p.stem)), str(raw.get("semantics", "custom")), groups, names)
-
-
-# --------------------------------------------------------------------------
-# The head manifest
-
-
-HEAD_KINDS = ("main", "aux")
-HEAD_TASKS = ("classification", "regression")
-
-
-@dataclass(frozen=True)
-class Head:
-    """One named output of a model.
-
-    ``parent_map`` (aux classification heads only) maps each main class index
-    to this head's class index, so a main prediction can be lifted to the
-    head's level; -1 marks main classes the head does not apply to (a floor
-    head of another building), whose samples that head is not scored on. ``feeds_main`` says whether the head's output is an input of
-    the main head (HAL) or a training-only branch (deep supervision), which is
-    what decides whether pruning removes nodes.
-    """
-
-    name: str
-    kind: str
-    level: int
-    task: str = "classification"
-    class_names: tuple[str, ...] = ()
-    parent_map: tuple[int, ...] | None = None
-    feeds_main: bool = False
-    case: str | None = None
-    units: str | None = None
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in HEAD_KINDS:
-            raise EdgehalError(f"head {self.name!r}", f"kind {self.kind!r} is unknown",
-                               f"one of {HEAD_KINDS}")
-        if self.task not in HEAD_TASKS:
-            raise EdgehalError(f"head {self.name!r}", f"task {self.task!r} is unknown",
-                               f"one of {HEAD_TASKS}")
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.class_names)
-
-
-@dataclass(frozen=True)
-class HeadManifest:
-    """Every head of a model, plus what its input looks like."""
-
-    model: str
-    input_name: str
-    input_shape: tuple[int, ...]
-    heads: tuple[Head, ...]
-    input_dtype: str = "float32"
-    version: int = MANIFEST_VERSION
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        names = [h.name for h in self.heads]
-        if len(set(names)) != len(names):
-            raise EdgehalError("head manifest", f"duplicate head names in {names}")
-        if not any(h.kind == "main" for h in self.heads):
-            raise EdgehalError("head manifest", "has no main head", "at least one head of kind 'main'")
-
-    @property
-    def head_names(self) -> tuple[str, ...]:
-        return tuple(h.name for h in self.heads)
-
-    @property
-    def main_heads(self) -> tuple[Head, ...]:
-        return tuple(h for h in self.heads if h.kind == "main")
-
-    @property
-    def aux_heads(self) -> tuple[Head, ...]:
-        return tuple(h for h in self.heads if h.kind == "aux")
-
-    @property
-    def main(self) -> Head:
-        """The first main head: the one a classifier's accuracy is quoted for."""
-        return self.main_heads[0]
-
-    def head(self, name: str) -> Head:
-        for h in self.heads:
-            if h.name == name:
-                return h
-        raise EdgehalError(f"head {name!r}", "does not exist in this model",
-                           f"one of {list(self.head_names)}")
-
-    def select(self, aux: str) -> "HeadManifest":
-        """The manifest of an artifact exported with ``aux='keep'`` or ``'prune'``."""
-        if aux == "keep":
-            return self
-        if aux == "prune":
-            return HeadManifest(self.model, self.input_name, self.input_shape, self.main_heads,
-                                self.input_dtype, self.version, dict(self.extra))
-        raise EdgehalError("aux", f"{aux!r} is not a choice", "keep or prune")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["extra"] = dict(self.extra)
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "HeadManifest":
-        try:
-            heads = tuple(
-                Head(**{**h, "class_names": tuple(h.get("class_names", ())),
-                        "parent_map": tuple(h["parent_map"]) if h.get("parent_map") is not None else None})
-                for h in d["heads"])
-            return cls(model=d["model"], input_name=d["input_name"],
-                       input_shape=tuple(d["input_shape"]), heads=heads,
-                       input_dtype=d.get("input_dtype", "float32"),
-                       version=int(d.get("version", MANIFEST_VERSION)),
-                       extra=dict(d.get("extra", {})))
-        except (KeyError, TypeError) as exc:
-            raise EdgehalError("head manifest", f"is malformed ({exc})",
-                               "the JSON written by HeadManifest.to_json") from None
-
-    @classmethod
-    def from_json(cls, text: str) -> "HeadManifest":
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise EdgehalError("head manifest", f"is not valid JSON ({exc.msg})") from None
 
 
 def aux_head_from_case(case: SuperclassCase, *, name: str | None = None,

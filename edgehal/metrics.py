@@ -3,7 +3,7 @@ TensorRT outputs are scored by one function.
 
 Classification heads are scored by error rate (percent). A model family with
 other metrics (localization: hit rates and metres) registers an evaluator and
-names it in ``manifest.extra["evaluator"]``.
+names it in ``manifest.evaluator``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ _EVALUATORS["classification"] = classification_metrics
 
 def compute_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndarray],
                     labels: Mapping[str, np.ndarray]) -> dict:
-    name = manifest.extra.get("evaluator", "classification")
+    name = manifest.evaluator
     if name not in _EVALUATORS:
         # Evaluators of other model families register on import of their module.
         from edgehal.nets.registry import list_models

@@ -307,9 +307,7 @@ def run_parity(checkpoint: str | Path, artifacts: Sequence[str | Path], *, split
             raw = run_batched(runner, x, input_name=input_name, outputs=list(mapping.values()),
                               batch_size=batch_size, progress=Path(artifact).name)
         got = {head: raw[out] for head, out in mapping.items()}
-        sub = HeadManifest(manifest.model, manifest.input_name, manifest.input_shape,
-                           tuple(h for h in manifest.heads if h.name in got) or manifest.main_heads,
-                           manifest.input_dtype, manifest.version, dict(manifest.extra))
+        sub = manifest.only([h for h in manifest.head_names if h in got] or [manifest.main.name])
         got_metrics = compute_metrics(sub, got, labels) if manifest.main.name in got else {}
         heads = [compare_head(manifest, h, ref[h], got[h], labels, tolerance_for(h, prec, overrides),
                               regression_atol=REGRESSION_ATOL.get(prec, 1e-4))

@@ -336,7 +336,7 @@ def _save(path: Path, cfg: Config, kwargs: dict, model: nn.Module, data: DataBun
         "model_kwargs": kwargs,
         "manifest": model.manifest.to_dict(),
         "class_names": list(data.class_names),
-        "preprocessing": data.preprocessing(),
+        "preprocessing": data.preprocessing().to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": metrics,
         "history": history,

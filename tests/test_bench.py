@@ -23,6 +23,7 @@ from edgehal.bench import (BACKENDS, BenchOptions, check_batches, default_backen
                            make_feed, plan, run_bench)
 from edgehal.bench_report import JSON_NAME, format_table, write_reports
 from edgehal.errors import EdgehalError
+from edgehal.manifest import Preprocessing
 from edgehal.jetson import JetsonInfo
 from edgehal.runtime.base import Runner, TensorSpec
 from edgehal.runtime.onnxruntime import OnnxRuntimeRunner
@@ -64,7 +65,8 @@ def _export(path: Path, aux: str, *, dynamic: bool = True, source: str = "feedbe
     full = HeadManifest("tiny", "x", (16,), (
         Head("main", "main", 0, class_names=tuple(str(i) for i in range(10))),
         Head("aux_case1", "aux", 1, class_names=("ge5", "lt5"), parent_map=(1,) * 5 + (0,) * 5, feeds_main=False)))
-    write_props(model, OnnxMetadata(full.select(aux), full, {"layout": "NC"}, aux, "fp32", source).to_props())
+    write_props(model, OnnxMetadata(full.select(aux), full, Preprocessing(layout="NC", input_shape=(16,)), aux, "fp32",
+                                    source).to_props())
     onnx.save(model, str(path))
     return path
 

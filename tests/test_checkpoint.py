@@ -13,7 +13,7 @@ def test_round_trip_rebuilds_the_same_model(digits_checkpoint):
     model = ckpt.build_model()
     assert ckpt.manifest.head_names == ("logits", "aux_case1")
     assert ckpt.payload["class_names"] == [str(i) for i in range(10)]
-    assert ckpt.preprocessing["dataset"] == "digits"
+    assert ckpt.preprocessing.dataset == "digits"
     assert "test" in ckpt.metrics and "logits" in ckpt.metrics["test"]
     assert {"edgehal", "torch", "onnx"} <= set(ckpt.payload["versions"])
     x = torch.rand(3, 1, 8, 8) * 255

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from edgehal.errors import EdgehalError
+from edgehal.manifest import Preprocessing
 
 DATA_ENV = "EDGEHAL_DATA"
 
@@ -46,23 +47,25 @@ class DataBundle:
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    layout: str = "NCHW"
+    input_range: tuple[float, float] | None = (0.0, 255.0)
+    scale: float = 1.0 / 255.0
+    normalization: str = "in-graph: (x / 255 - mean) / std"
     augment: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    preprocessing_extra: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
             raise EdgehalError(f"split {name!r}", "is unknown", "one of train, val, test")
         return getattr(self, name)
 
-    def preprocessing(self) -> dict[str, Any]:
+    def preprocessing(self) -> Preprocessing:
         """What a deployed model expects; recorded in checkpoints and ONNX metadata."""
-        return {"layout": "NCHW" if len(self.input_shape) == 3 else "NC",
-                "input_shape": list(self.input_shape), "input_dtype": "float32",
-                "input_range": [0, 255] if len(self.input_shape) == 3 else None,
-                "normalization": "in-graph: (x / 255 - mean) / std" if len(self.input_shape) == 3
-                else "in-graph", "mean": list(self.mean), "std": list(self.std),
-                "augment": dict(self.augment), "dataset": self.name, **self.preprocessing_extra}
+        return Preprocessing(layout=self.layout, input_shape=self.input_shape, input_dtype="float32",
+                             input_range=self.input_range, scale=self.scale, mean=self.mean, std=self.std,
+                             normalization=self.normalization, dataset=self.name, augment=dict(self.augment),
+                             details=dict(self.details))
 
 
 Builder = Callable[..., DataBundle]

@@ -228,11 +228,11 @@ def ujiindoorloc(*, root: str | Path | None = None, val_size: int = 1000, seed: 
         "coordinate_origin": list(origin),
         "building_floors": building_floors,
     }
+    normalization = (f"in-graph: RSSI {NOT_DETECTED:g} (not detected), and access points never heard "
+                     f"in training, -> {undetected_dbm:g} dBm; then (rssi - floor) / -floor in [0, 1]; "
+                     "coordinates de-normalised in-graph to metres from coordinate_origin")
     extra = {
-        "input_range": {"rssi_dbm": list(RSSI_RANGE), "not_detected": NOT_DETECTED},
-        "normalization": (f"in-graph: RSSI {NOT_DETECTED:g} (not detected), and access points never heard "
-                          f"in training, -> {undetected_dbm:g} dBm; then (rssi - floor) / -floor in [0, 1]; "
-                          "coordinates de-normalised in-graph to metres from coordinate_origin"),
+        "not_detected": NOT_DETECTED,
         "input_columns": f"{WAP_COLUMNS[0]}..{WAP_COLUMNS[-1]}",
         "undetected_dbm": float(undetected_dbm),
         "access_points_heard": int(heard.sum()),
@@ -245,5 +245,6 @@ def ujiindoorloc(*, root: str | Path | None = None, val_size: int = 1000, seed: 
     }
     return DataBundle(name="ujiindoorloc", train=splits["train"], val=splits["val"], test=splits["test"],
                       input_shape=(NUM_WAPS,), class_names=class_names, mean=(), std=(), augment={},
-                      model_kwargs=fitted, preprocessing_extra=extra)
+                      layout="NC", input_range=RSSI_RANGE, scale=1.0, normalization=normalization,
+                      model_kwargs=fitted, details=extra)
 

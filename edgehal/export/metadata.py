@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest, Preprocessing
 
 FORMAT = "edgehal-onnx/1"
 PREFIX = "edgehal."
@@ -32,7 +32,7 @@ PREFIX = "edgehal."
 class OnnxMetadata:
     manifest: HeadManifest
     full_manifest: HeadManifest
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing | None
     aux: str
     precision: str
     source_sha256: str | None = None
@@ -44,7 +44,7 @@ class OnnxMetadata:
             PREFIX + "format": FORMAT,
             PREFIX + "manifest": self.manifest.to_json(),
             PREFIX + "full_manifest": self.full_manifest.to_json(),
-            PREFIX + "preprocessing": json.dumps(self.preprocessing, sort_keys=True),
+            PREFIX + "preprocessing": self.preprocessing.to_json() if self.preprocessing else "null",
             PREFIX + "aux": self.aux,
             PREFIX + "precision": self.precision,
             PREFIX + "source_sha256": self.source_sha256 or "",
@@ -61,7 +61,7 @@ class OnnxMetadata:
             return cls(
                 manifest=HeadManifest.from_json(props[PREFIX + "manifest"]),
                 full_manifest=HeadManifest.from_json(props[PREFIX + "full_manifest"]),
-                preprocessing=json.loads(props[PREFIX + "preprocessing"]),
+                preprocessing=_preprocessing(props[PREFIX + "preprocessing"], what),
                 aux=props[PREFIX + "aux"],
                 precision=props[PREFIX + "precision"],
                 source_sha256=props.get(PREFIX + "source_sha256") or None,
@@ -74,6 +74,11 @@ class OnnxMetadata:
     def with_precision(self, precision: str) -> "OnnxMetadata":
         from dataclasses import replace
         return replace(self, precision=precision)
+
+
+def _preprocessing(text: str, what: str) -> Preprocessing | None:
+    raw = json.loads(text)
+    return Preprocessing.from_dict(raw, what=f"{what}: preprocessing") if raw else None
 
 
 def props_of(model: Any) -> dict[str, str]:

@@ -300,10 +300,9 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, options: ExportOp
 
 def sequence_axis(manifest: HeadManifest, opts: ExportOptions) -> int | None:
     """The input axis exported as a dynamic sequence dimension, or None."""
-    axis = manifest.extra.get("sequence_axis")
-    if opts.fixed_sequence or not isinstance(axis, int) or not 0 < axis <= len(manifest.input_shape):
+    if opts.fixed_sequence or manifest.sequence is None:
         return None
-    return axis
+    return manifest.sequence.axis
 
 
 def _torch_export(model: torch.nn.Module, input_name: str, names, x: np.ndarray, opts: ExportOptions):
@@ -317,7 +316,7 @@ def _torch_export(model: torch.nn.Module, input_name: str, names, x: np.ndarray,
     seq = sequence_axis(model.manifest, opts)
     if seq is not None:
         dynamic = dynamic or {}
-        dynamic.setdefault(input_name, {})[seq] = str(model.manifest.extra.get("sequence") or "sequence")
+        dynamic.setdefault(input_name, {})[seq] = model.manifest.sequence.name
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice

@@ -59,7 +59,7 @@ def calibration_inputs(model_path: Path, calib_data: str | Path, *, samples: int
     else:
         from edgehal.data import build_dataset
 
-        dataset = meta.preprocessing.get("dataset")
+        dataset = meta.preprocessing.dataset if meta.preprocessing else None
         if not dataset:
             raise EdgehalError(f"ONNX model {model_path}", "does not record its data set",
                                "pass --calib-data as a .npy array of inputs")

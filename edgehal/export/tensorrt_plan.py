@@ -287,7 +287,7 @@ def default_dim_range(t: TensorInfo, axis: int, manifest: HeadManifest | None) -
     size = int(manifest.input_shape[axis - 1])
     if size < 1:
         return None
-    return (1, size, size) if manifest.extra.get("sequence_axis") == axis else (size, size, size)
+    return (1, size, size) if (manifest.sequence is not None and manifest.sequence.axis == axis) else (size, size, size)
 
 
 def resolve_dims(inputs: Sequence[TensorInfo], options: EngineOptions, manifest: HeadManifest | None, *,

@@ -169,7 +169,7 @@ def hal_resnet(*, dataset: str = "mnist", class_names: Sequence[str] | None = No
     shape = tuple(input_shape or p["input_shape"])
     heads, hidden = hal_heads(dataset=dataset, class_names=class_names, aux=aux, aux_hidden=aux_hidden)
     manifest = HeadManifest(model="hal_resnet", input_name="input", input_shape=shape,
-                            heads=tuple(heads), extra={"dataset": dataset})
+                            heads=tuple(heads), dataset=dataset)
     c = shape[0]
     return HALResNet(manifest=manifest, in_channels=c, widths=tuple(widths or p["widths"]),
                      blocks=tuple(blocks or p["blocks"]), strides=tuple(strides or p["strides"]),

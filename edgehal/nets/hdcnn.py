@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import Head, HeadManifest, aux_head_from_case, get_case
+from edgehal.hierarchy import aux_head_from_case, get_case
+from edgehal.manifest import CoarseToFine, Head, HeadManifest
 from edgehal.metrics import register_evaluator
 from edgehal.nets.base import EdgehalModel, InputNormalization
 from edgehal.nets.hal import PRESETS, PreActResNet, residual_stages
@@ -168,9 +169,9 @@ def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[
                           description=f"fine branch of superclass {sc.superclass_names[k]} (logits); "
                                       "parent_map -1: not scored on other superclasses' samples"))
     manifest = HeadManifest(model="hdcnn", input_name="input", input_shape=shape, heads=tuple(heads),
-                            extra={"dataset": dataset, "evaluator": "hdcnn", "case": sc.name,
-                                   "combine": combine, "branch_classes": branch_classes,
-                                   "superclass_groups": [list(g) for g in sc.groups]})
+                            dataset=dataset, evaluator="hdcnn",
+                            coarse_to_fine=CoarseToFine(case=sc.name, groups=tuple(tuple(g) for g in sc.groups),
+                                                        branch_classes=branch_classes, combine=combine))
     c = shape[0]
     return HDCNN(manifest=manifest, in_channels=c, widths=w, blocks=b, strides=s, branch_stages=branch_stages,
                  groups=sc.groups, num_classes=len(names), branch_classes=branch_classes, combine=combine,
@@ -189,10 +190,9 @@ def hdcnn_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndarray],
     of samples whose coarse prediction is the superclass of the fine prediction.
     """
     y = np.asarray(labels["label"])
-    groups = manifest.extra["superclass_groups"]
-    coarse_of = np.empty(sum(len(g) for g in groups), dtype=np.int64)
-    for k, g in enumerate(groups):
-        coarse_of[list(g)] = k
+    c2f = manifest.coarse_to_fine
+    groups = c2f.groups
+    coarse_of = np.asarray(c2f.coarse_of, dtype=np.int64)
     n = max(len(y), 1)
 
     def entry(pred: np.ndarray, target: np.ndarray) -> dict:
@@ -217,7 +217,7 @@ def hdcnn_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndarray],
         rows = coarse_of[y] == k
         local = np.asarray(outputs[name])[rows].argmax(axis=1)
         # a "group" branch scores only its superclass's classes, in group order
-        to_class = np.asarray(groups[k]) if manifest.extra.get("branch_classes") == "group" \
+        to_class = np.asarray(groups[k]) if c2f.branch_classes == "group" \
             else np.arange(len(coarse_of))
         result[name] = entry(to_class[local], y[rows])
     result["summary"] = summary

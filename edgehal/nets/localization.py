@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import Head, HeadManifest
+from edgehal.manifest import BuildingFloors, Head, HeadManifest
 from edgehal.metrics import register_evaluator
 from edgehal.nets.base import EdgehalModel
 from edgehal.nets.hierarchical import COMBINE_RULES, HierarchicalHead, route, routed_nll
@@ -284,14 +284,11 @@ def hier_localization(*, building_floors: Sequence[Sequence[int]], coord_mean: S
         for k in range(len(building_floors)):
             heads.append(Head(name=f"coords_b{k}", kind="aux", level=0, task="regression", class_names=("x", "y"),
                               units="m", feeds_main=True, description=f"building {k}'s coordinate regressor"))
-    extra = {"evaluator": "localization", "dataset": "ujiindoorloc", "combine": combine,
-             "building_floor_pairs": [list(p) for p in pairs],
-             "coordinate_origin": list(coordinate_origin) if coordinate_origin is not None else None,
-             "coordinate_frame": "EPSG:3857 metres relative to coordinate_origin",
-             "undetected_dbm": float(undetected_dbm),
-             "penalty_m": {"per_floor": FLOOR_PENALTY_M, "wrong_building": BUILDING_PENALTY_M}}
     manifest = HeadManifest(model="hier_localization", input_name="rssi", input_shape=(len(heard),),
-                            heads=tuple(heads), extra=extra)
+                            heads=tuple(heads), evaluator="localization", dataset="ujiindoorloc",
+                            building_floors=building_floors_of(pairs, combine=combine,
+                                                               coordinate_origin=coordinate_origin,
+                                                               undetected_dbm=undetected_dbm))
     return HierLocalization(
         manifest=manifest, building_floors=building_floors, heard=heard, undetected_dbm=undetected_dbm,
         coord_mean=coord_mean, coord_scale=coord_scale, hidden=tuple(hidden), branch_hidden=tuple(branch_hidden),
@@ -305,12 +302,21 @@ def hier_localization(*, building_floors: Sequence[Sequence[int]], coord_mean: S
 # Evaluator: the same numbers from PyTorch, onnxruntime or TensorRT outputs.
 
 
+def building_floors_of(pairs: Sequence[Sequence[int]], *, combine: str,
+                       coordinate_origin: Sequence[float] | None, undetected_dbm: float) -> BuildingFloors:
+    """The manifest's localization facts, for every localization architecture."""
+    return BuildingFloors(pairs=tuple((int(b), int(f)) for b, f in pairs), combine=combine,
+                          coordinate_origin=tuple(float(v) for v in coordinate_origin)
+                          if coordinate_origin is not None else None,
+                          undetected_dbm=float(undetected_dbm), penalty_per_floor_m=FLOOR_PENALTY_M,
+                          penalty_wrong_building_m=BUILDING_PENALTY_M)
+
+
 def _pairs(manifest: HeadManifest) -> np.ndarray:
-    pairs = manifest.extra.get("building_floor_pairs")
-    if not pairs:
-        raise EdgehalError(f"manifest of {manifest.model}", "has no building_floor_pairs",
-                           "a manifest written by hier_localization")
-    return np.asarray(pairs, dtype=np.int64)
+    if manifest.building_floors is None:
+        raise EdgehalError(f"manifest of {manifest.model}", "has no building_floors",
+                           "a manifest written by a localization model")
+    return np.asarray(manifest.building_floors.pairs, dtype=np.int64)
 
 
 def _truth(manifest: HeadManifest, labels: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -363,7 +369,8 @@ def localization_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndarra
     err2d = np.sqrt(((xy - coords) ** 2).sum(axis=1))
     building_ok = pred_b == building
     floor_ok = building_ok & (pred_f == floor)
-    penalised = err2d + FLOOR_PENALTY_M * np.abs(pred_f - floor) + BUILDING_PENALTY_M * (~building_ok)
+    bf = manifest.building_floors
+    penalised = err2d + bf.penalty_per_floor_m * np.abs(pred_f - floor) + bf.penalty_wrong_building_m * (~building_ok)
     n = max(len(building), 1)
 
     truth_pair = {tuple(p): i for i, p in enumerate(pairs.tolist())}

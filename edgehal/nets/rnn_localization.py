@@ -58,11 +58,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import Head, HeadManifest
+from edgehal.manifest import BuildingFloors, Head, HeadManifest
 from edgehal.nets.base import EdgehalModel
 from edgehal.nets.hierarchical import HierarchicalHead
-from edgehal.nets.localization import (BUILDING_PENALTY_M, FLOOR_PENALTY_M, HierLocalization, RssiTransform,
-                                      check_localization_args, localization_loss, mlp)
+from edgehal.nets.localization import (HierLocalization, RssiTransform, building_floors_of, check_localization_args,
+                                      localization_loss, mlp)
 from edgehal.nets.registry import register_model
 from edgehal.nets.rnn import ACTIVATIONS, CELLS, make_cell
 
@@ -315,17 +315,16 @@ def recurrent_localization(*, building_floors: Sequence[Sequence[int]], coord_me
             parent_map=tuple(floors.index(f) if b == k else -1 for b, f in pairs), feeds_main=True,
             description=f"floor logits of recurrent step 2 over building {k}'s floors "
                         f"(parent_map -1: pair not in building {k})"))
-    extra = {"evaluator": "localization", "dataset": "ujiindoorloc", "combine": combine, "cell": cell,
+    notes = {"cell": cell,
              "recurrence": {"steps": list(STEPS), "unroll": "fixed, 3 steps of one cell",
                             "step_input": "shared features + previous step's softmax output"},
-             "coordinate_step_frame": coord_frame,
-             "building_floor_pairs": [list(p) for p in pairs],
-             "coordinate_origin": list(coordinate_origin) if coordinate_origin is not None else None,
-             "coordinate_frame": "EPSG:3857 metres relative to coordinate_origin",
-             "undetected_dbm": float(undetected_dbm),
-             "penalty_m": {"per_floor": FLOOR_PENALTY_M, "wrong_building": BUILDING_PENALTY_M}}
+             "coordinate_step_frame": coord_frame}
     manifest = HeadManifest(model="recurrent_localization", input_name="rssi", input_shape=(len(heard),),
-                            heads=tuple(heads), extra=extra)
+                            heads=tuple(heads), evaluator="localization", dataset="ujiindoorloc",
+                            building_floors=building_floors_of(pairs, combine=combine,
+                                                               coordinate_origin=coordinate_origin,
+                                                               undetected_dbm=undetected_dbm),
+                            notes=notes)
     return RecurrentLocalization(
         manifest=manifest, building_floors=[[int(f) for f in fl] for fl in building_floors], heard=heard,
         undetected_dbm=undetected_dbm, coord_mean=coord_mean, coord_scale=coord_scale, cell=cell,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest, SequenceAxis
 from edgehal.nets.base import EdgehalModel, InputNormalization
 from edgehal.nets.hal import AuxBlock, hal_heads
 from edgehal.nets.registry import register_model
@@ -90,7 +90,7 @@ def rnn_classifier(*, dataset: str = "mnist", cell: str = "lstm", hidden_size: i
     heads, hidden = hal_heads(dataset=dataset, class_names=class_names, aux=aux, aux_hidden=aux_hidden)
     manifest = HeadManifest(
         model="rnn_classifier", input_name="input", input_shape=shape, heads=tuple(heads),
-        extra={"dataset": dataset, "cell": cell, "sequence": "rows", "sequence_axis": 2})
+        dataset=dataset, sequence=SequenceAxis(axis=2, name="rows"), notes={"cell": cell})
     c = shape[0]
     return RowRecurrentClassifier(
         manifest=manifest, in_channels=c, width=shape[2], cell=cell, hidden_size=hidden_size,

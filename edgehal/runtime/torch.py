@@ -22,7 +22,7 @@ class TorchRunner(Runner):
                  compile: bool = False, threads: int | None = None) -> None:
         super().__init__()
         self.checkpoint = checkpoint
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.compile = compile
         self.threads = threads
         self.name = "torch-compile" if compile else "torch"
@@ -37,7 +37,7 @@ class TorchRunner(Runner):
         if self.threads:
             self._old_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)
-        self.model = self._ckpt.build_model().to(self.device)
+        self.model = self._ckpt.build_model().to(self.torch_device)
         self._fn = self.model
         if self.compile:
             try:
@@ -62,8 +62,12 @@ class TorchRunner(Runner):
     def output_names(self) -> list[str]:
         return list(self.manifest.head_names)
 
+    @property
+    def device(self) -> str:
+        return str(self.torch_device)
+
     def to_device(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x).to(self.device, non_blocking=True)
+        return torch.from_numpy(x).to(self.torch_device, non_blocking=True)
 
     @torch.no_grad()
     def run_tensor(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -14,7 +14,8 @@ def test_mnist_from_the_shared_folder(data_root):
     assert (len(d.train), len(d.val), len(d.test)) == (55000, 5000, 10000)
     assert d.train.x.dtype == torch.uint8 and d.train.x.shape[1:] == (1, 28, 28)
     assert 0.12 < d.mean[0] < 0.14 and 0.30 < d.std[0] < 0.32  # MNIST's well-known statistics
-    assert d.preprocessing()["dataset"] == "mnist"
+    pre = d.preprocessing()
+    assert pre.dataset == "mnist" and pre.layout == "NCHW" and pre.scale == 1.0 / 255.0
 
 
 def test_embedded_digits_need_no_files():

@@ -51,8 +51,9 @@ def test_preprocessing_is_fitted_on_the_training_split_only(bundle):
     np.testing.assert_allclose(k["coord_mean"], coords.mean(0).numpy(), rtol=1e-6)
     assert k["coordinate_origin"] == [-7700.0, 4864740.0]
     pre = bundle.preprocessing()
-    assert pre["undetected_dbm"] == -110.0 and pre["coordinate_origin"] == [-7700.0, 4864740.0]
-    assert "validationData.csv" in pre["test_file"] and "held-out" in pre["fitted_on"]
+    assert pre.layout == "NC" and pre.input_range == (-120.0, 0.0) and pre.scale == 1.0
+    assert pre.details["undetected_dbm"] == -110.0 and pre.details["coordinate_origin"] == [-7700.0, 4864740.0]
+    assert "validationData.csv" in pre.details["test_file"] and "held-out" in pre.details["fitted_on"]
 
 
 def test_test_split_is_validationdata_and_labels_are_consistent(bundle):

@@ -64,7 +64,7 @@ def test_metadata_carries_the_manifest_and_provenance(mnist_checkpoint, mnist_ex
     meta = read_metadata(mnist_exports["keep"])
     assert meta.manifest.head_names == ("logits", "aux_case1")
     assert meta.manifest.head("aux_case1").parent_map == (1, 1, 1, 1, 1, 0, 0, 0, 0, 0)
-    assert meta.preprocessing["layout"] == "NCHW" and len(meta.preprocessing["mean"]) == 1
+    assert meta.preprocessing.layout == "NCHW" and len(meta.preprocessing.mean) == 1
     assert meta.source_sha256 == sha256_file(mnist_checkpoint)
     assert meta.metrics["test"]["logits"] is not None
     assert {"torch", "onnx", "onnxruntime", "edgehal"} <= set(meta.versions)

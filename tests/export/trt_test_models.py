@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 from edgehal.export.metadata import OnnxMetadata, props_of, write_props
 from edgehal.hierarchy import DIGIT_CLASSES, Head, HeadManifest, aux_head_from_case, get_case
+from edgehal.manifest import Preprocessing
 
 INPUT = "input"
 SHAPE = (1, 28, 28)
@@ -66,7 +67,7 @@ def export_cnn(path: Path, *, aux: str = "keep", batch: int | None = None, opset
                           dynamic_axes=dynamic, opset_version=opset, dynamo=False)
     model = onnx.load(str(path))
     meta = OnnxMetadata(manifest=selected, full_manifest=full,
-                        preprocessing={"layout": "NCHW", "mean": [0.1307], "std": [0.3081], "scale": 1 / 255},
+                        preprocessing=Preprocessing(layout="NCHW", input_shape=SHAPE, mean=(0.1307,), std=(0.3081,), scale=1 / 255),
                         aux=aux, precision="fp32", source_sha256="0" * 64,
                         metrics={"test": {"digit": 1.0}}, versions={"edgehal": "test"})
     write_props(model, meta.to_props())

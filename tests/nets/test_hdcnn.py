@@ -35,7 +35,8 @@ def test_manifest_takes_the_coarse_classes_from_the_case(case):
     assert coarse.kind == "aux" and coarse.parent_map == sc.mapping and coarse.feeds_main
     assert coarse.class_names == sc.superclass_names
     assert [h.name for h in man.aux_heads] == ["coarse"] + [f"fine_b{k}" for k in range(sc.num_superclasses)]
-    assert man.extra["evaluator"] == "hdcnn"
+    assert man.evaluator == "hdcnn"
+    assert man.coarse_to_fine.groups == sc.groups and man.coarse_to_fine.case == sc.name
     # a branch is scored on its own superclass's samples only: -1 elsewhere
     assert man.head("fine_b0").parent_map == tuple(c if c in sc.groups[0] else -1 for c in range(10))
     assert isinstance(m.head, HierarchicalHead)  # the module the localization network uses

@@ -43,8 +43,8 @@ def test_manifest_describes_the_hierarchy():
     assert man.head("floor_b2").parent_map == tuple(f if b == 2 else -1 for b, f in PAIRS)
     assert man.head("coordinates").task == "regression" and man.head("coordinates").units == "m"
     assert all(h.feeds_main for h in man.aux_heads)  # pruning removes outputs, not the routing
-    assert man.extra["evaluator"] == "localization"
-    assert man.extra["building_floor_pairs"] == [list(p) for p in PAIRS]
+    assert man.evaluator == "localization"
+    assert man.building_floors.pairs == tuple(tuple(p) for p in PAIRS)
     assert man.input_shape == (20,)
 
 
@@ -198,7 +198,7 @@ def test_trains_on_real_data_and_onnxruntime_gives_the_same_metrics(tmp_path):
     ckpt = load_checkpoint(train(cfg, log=lambda _: None, progress=False))
     test = ckpt.metrics["test"]["summary"]
     assert test["count"] == 1111 and test["building_hit_rate"] > 80.0
-    assert ckpt.preprocessing["coordinate_origin"] == [-7700.0, 4864740.0]
+    assert ckpt.preprocessing.details["coordinate_origin"] == [-7700.0, 4864740.0]
     model = ckpt.build_model()
     data = data_for_checkpoint(ckpt, data_root=root)
     names = list(model.manifest.head_names)

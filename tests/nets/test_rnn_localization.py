@@ -56,10 +56,9 @@ def test_manifest_has_hier_localizations_heads_and_evaluator():
         a, b = rec.head(name), hier.head(name)
         assert (a.kind, a.level, a.task, a.class_names, a.parent_map, a.units, a.feeds_main) == \
             (b.kind, b.level, b.task, b.class_names, b.parent_map, b.units, b.feeds_main)
-    assert rec.extra["evaluator"] == "localization" and rec.input_name == "rssi" and rec.input_shape == (20,)
-    for key in ("building_floor_pairs", "coordinate_origin", "penalty_m", "undetected_dbm"):
-        assert rec.extra[key] == hier.extra[key]
-    assert rec.extra["cell"] == "gru" and rec.extra["recurrence"]["steps"] == ["building", "floor", "coordinates"]
+    assert rec.evaluator == "localization" and rec.input_name == "rssi" and rec.input_shape == (20,)
+    assert rec.building_floors == hier.building_floors
+    assert rec.notes["cell"] == "gru" and rec.notes["recurrence"]["steps"] == ["building", "floor", "coordinates"]
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 import trt_test_models as tm  # noqa: E402
 
 from edgehal.errors import EdgehalError  # noqa: E402
+from edgehal.manifest import Preprocessing  # noqa: E402
 from edgehal.export import tensorrt as trt_backend  # noqa: E402
 from edgehal.export.tensorrt_plan import ProfileShape, TensorInfo  # noqa: E402
 from edgehal.export.tensorrt_provenance import (  # noqa: E402
@@ -109,13 +110,13 @@ def test_metadata_carries_the_engine_precision(tmp_path):
     from edgehal.export.metadata import OnnxMetadata
 
     engine = _fake_engine(tmp_path)
-    onnx_meta = OnnxMetadata(manifest=tm.manifest(), full_manifest=tm.manifest(), preprocessing={"layout": "NCHW"},
+    onnx_meta = OnnxMetadata(manifest=tm.manifest(), full_manifest=tm.manifest(), preprocessing=Preprocessing(layout="NCHW", input_shape=(1, 8, 8)),
                              aux="keep", precision="fp32")
     prov = dc.replace(read_sidecar(engine), onnx_props=onnx_meta.to_props())
     runner = TensorRTRunner(engine)
     runner._provenance = prov
     assert runner.precision == "fp16"
-    assert runner.metadata.precision == "fp16" and runner.metadata.preprocessing == {"layout": "NCHW"}
+    assert runner.metadata.precision == "fp16" and runner.metadata.preprocessing.layout == "NCHW"
 
 
 def test_runner_offers_device_timing_to_bench(tmp_path):

@@ -38,6 +38,7 @@ def build_tiny_hal_onnx(path: Path, *, seed: int = 0) -> Path:
 
     from edgehal.export.metadata import OnnxMetadata, write_props
     from edgehal.hierarchy import DIGIT_CLASSES, Head, HeadManifest, aux_head_from_case, get_case
+    from edgehal.manifest import Preprocessing
 
     torch.manual_seed(seed)
 
@@ -67,8 +68,8 @@ def build_tiny_hal_onnx(path: Path, *, seed: int = 0) -> Path:
         heads=(Head(name="logits", kind="main", level=0, class_names=DIGIT_CLASSES),
                aux_head_from_case(get_case("mnist", "case1"))))
     meta = OnnxMetadata(manifest=manifest, full_manifest=manifest,
-                        preprocessing={"layout": "NCHW", "mean": [MNIST_MEAN], "std": [MNIST_STD],
-                                       "scale": 1 / 255},
+                        preprocessing=Preprocessing(layout="NCHW", input_shape=(1, 28, 28), mean=(MNIST_MEAN,),
+                                                    std=(MNIST_STD,), scale=1 / 255),
                         aux="keep", precision="fp32")
     proto = onnx.load(str(tmp))
     write_props(proto, meta.to_props())
