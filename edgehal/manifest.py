@@ -280,7 +280,7 @@ class HeadManifest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
         object.__setattr__(self, "heads", tuple(self.heads))
-        object.__setattr__(self, "notes", dict(self.notes))
+        object.__setattr__(self, "notes", _jsonable(dict(self.notes)))
         names = [h.name for h in self.heads]
         if len(set(names)) != len(names):
             raise EdgehalError("head manifest", f"duplicate head names in {names}")
@@ -499,8 +499,8 @@ class Preprocessing:
                                "one of each per channel")
         if any(s <= 0 for s in self.std):
             raise EdgehalError("preprocessing", f"std {list(self.std)} has a value <= 0", "positive stds")
-        object.__setattr__(self, "augment", dict(self.augment))
-        object.__setattr__(self, "details", dict(self.details))
+        object.__setattr__(self, "augment", _jsonable(dict(self.augment)))
+        object.__setattr__(self, "details", _jsonable(dict(self.details)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "layout": self.layout, "input_shape": list(self.input_shape),
