@@ -65,7 +65,7 @@ def build_mnist_cnn(path: Path) -> Path:
     import torch
     from torch import nn
 
-    from edgehal.export.metadata import OnnxMetadata, write_props
+    from edgehal.artifact import ArtifactMetadata, write_onnx_metadata
     from edgehal.hierarchy import DIGIT_CLASSES, Head, HeadManifest, aux_head_from_case, get_case
     from edgehal.manifest import Preprocessing
 
@@ -92,12 +92,12 @@ def build_mnist_cnn(path: Path) -> Path:
     manifest = HeadManifest(model="hal_mnist_bench", input_name="input", input_shape=(1, 28, 28),
                             heads=(Head(name="logits", kind="main", level=0, class_names=DIGIT_CLASSES),
                                    aux_head_from_case(get_case("mnist", "case1"))))
-    meta = OnnxMetadata(manifest=manifest, full_manifest=manifest,
+    meta = ArtifactMetadata(manifest=manifest, full_manifest=manifest,
                         preprocessing=Preprocessing(layout="NCHW", input_shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,),
                                                 scale=1 / 255),
                         aux="keep", precision="fp32")
     proto = onnx.load(str(raw))
-    write_props(proto, meta.to_props())
+    write_onnx_metadata(proto, meta)
     onnx.save(proto, str(path))
     raw.unlink()
     return path

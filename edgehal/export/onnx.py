@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from edgehal.checkpoint import LoadedCheckpoint, load_checkpoint, versions
+from edgehal.artifact import ArtifactMetadata, write_onnx_metadata
 from edgehal.errors import EdgehalError
-from edgehal.export.metadata import OnnxMetadata, write_props
 from edgehal.fileio import atomic_write_bytes, sha256_file
 from edgehal.hierarchy import HeadManifest
 from edgehal.nets.base import ExportWrapper
@@ -244,13 +244,11 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, options: ExportOp
     if opts.precision == "fp16":
         proto = to_fp16(proto)
 
-    meta = OnnxMetadata(
+    meta = ArtifactMetadata(
         manifest=selected, full_manifest=full, preprocessing=ckpt.preprocessing, aux=opts.aux,
-        precision=opts.precision, source_sha256=sha256_file(ckpt.path),
-        metrics={split: {h: m.get("error_rate") for h, m in ms.items() if isinstance(m, dict)}
-                 for split, ms in ckpt.metrics.items() if isinstance(ms, dict)},
+        precision=opts.precision, source_sha256=sha256_file(ckpt.path), metrics=ckpt.metrics,
         versions=versions())
-    write_props(proto, meta.to_props())
+    write_onnx_metadata(proto, meta)
     proto.producer_name, proto.producer_version = "edgehal", meta.versions["edgehal"]
     what = f"exported model {output}"
     check_model(proto, what=what)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from edgehal.artifact import read_artifact, write_onnx_metadata
 from edgehal.errors import EdgehalError
-from edgehal.export.metadata import props_of, read_metadata, write_props
 from edgehal.fileio import atomic_write_bytes
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
@@ -45,7 +45,7 @@ def calibration_inputs(model_path: Path, calib_data: str | Path, *, samples: int
 
     The data set name and input shape come from the ONNX file's edgehal metadata.
     """
-    meta = read_metadata(model_path)
+    meta = read_artifact(model_path).require_metadata()
     shape = tuple(meta.manifest.input_shape)
     src = Path(calib_data)
     if src.suffix == ".npy":
@@ -87,7 +87,7 @@ def quantize_int8(model_path: str | Path, output: str | Path, *, calib_data: str
     opts = options or QuantizeOptions()
     opts.validate()
     src = Path(model_path)
-    meta = read_metadata(src)
+    meta = read_artifact(src).require_metadata()
     if meta.precision != "fp32":
         raise EdgehalError(f"ONNX model {src}", f"is {meta.precision}", "an FP32 model from `edgehal export`")
     t0 = time.perf_counter()
@@ -121,12 +121,12 @@ def quantize_int8(model_path: str | Path, output: str | Path, *, calib_data: str
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                        "QuantizeBias": False})
         model = onnx.load(str(q))
-    props = props_of(onnx.load(str(src), load_external_data=False))
-    write_props(model, {**props, **meta.with_precision("int8").to_props()})
     calibration = {"samples": len(x), "method": opts.method, "per_channel": opts.per_channel,
                    "source": str(calib_data), "symmetric": True}
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "edgehal.calibration", __import__("json").dumps(calibration, sort_keys=True)
+    # The quantizer drops metadata_props: carry over the source's own, then edgehal's with the new precision.
+    del model.metadata_props[:]
+    model.metadata_props.extend(onnx.load(str(src), load_external_data=False).metadata_props)
+    write_onnx_metadata(model, replace(meta, precision="int8", calibration=calibration))
     onnx.checker.check_model(model, full_check=True)
     qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
     if not qdq:

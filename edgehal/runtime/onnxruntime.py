@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from edgehal.errors import EdgehalError
-from edgehal.export.metadata import OnnxMetadata, PREFIX, props_of
+from edgehal.artifact import ArtifactMetadata, onnx_metadata
 from edgehal.hierarchy import HeadManifest
 from edgehal.runtime.base import Runner, TensorSpec
 
@@ -82,8 +82,7 @@ class OnnxRuntimeRunner(Runner):
         self.threads = threads
         self.optimization = optimization
         self.session = None
-        self._metadata: OnnxMetadata | None = None
-        self._props: dict[str, str] = {}
+        self._metadata: ArtifactMetadata | None = None
         label = "<bytes>" if isinstance(model, bytes) else str(model)
         self.what = f"ONNX model {label}"
 
@@ -112,15 +111,13 @@ class OnnxRuntimeRunner(Runner):
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc.__class__.__name__
             raise EdgehalError(self.what, f"onnxruntime cannot load it ({first})",
                                "a valid ONNX file, e.g. one written by `edgehal export`") from None
-        self._props = props_of(self.session.get_modelmeta())
-        self._metadata = (OnnxMetadata.from_props(self._props, what=self.what)
-                          if PREFIX + "format" in self._props else None)
+        self._metadata = onnx_metadata(self.session.get_modelmeta(), what=self.what)
 
     def _deactivate(self) -> None:
         self.session = None
 
     @property
-    def metadata(self) -> OnnxMetadata | None:
+    def metadata(self) -> ArtifactMetadata | None:
         return self._metadata
 
     @property

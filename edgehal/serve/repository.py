@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgehal.errors import EdgehalError
-from edgehal.export.metadata import OnnxMetadata
+from edgehal.artifact import ArtifactMetadata, to_properties
 from edgehal.runtime.base import TensorSpec
 from edgehal.serve.protocol import DATATYPES, ModelIO, TensorMeta, triton_datatype
 
@@ -319,7 +319,7 @@ class LoadedModel:
         inputs = [meta(s) for s in in_specs]
         outputs = [meta(s) for s in out_specs]
         labels: dict[str, tuple[str, ...]] = {}
-        metadata: OnnxMetadata | None = self.runner.metadata
+        metadata: ArtifactMetadata | None = self.runner.metadata
         if metadata is not None:
             for head in metadata.manifest.heads:
                 if head.class_names:
@@ -330,7 +330,7 @@ class LoadedModel:
         self.io = ModelIO(self.name, self.version, tuple(inputs), tuple(outputs), mbs, labels)
         self.batching = BatchingConfig(mbs, dynamic and mbs > 1, delay, qsize)
         self.metadata = metadata
-        self.parameters: dict[str, str] = metadata.to_props() if metadata is not None else {}
+        self.parameters: dict[str, str] = to_properties(metadata) if metadata is not None else {}
         if not self.parameters and cfg is not None:
             # a repository generator may carry the manifest in config.pbtxt parameters only
             self.parameters = {k: v.string_value for k, v in cfg.parameters.items() if k.startswith("edgehal.")}

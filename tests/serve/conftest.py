@@ -36,7 +36,7 @@ def build_tiny_hal_onnx(path: Path, *, seed: int = 0) -> Path:
     import torch
     from torch import nn
 
-    from edgehal.export.metadata import OnnxMetadata, write_props
+    from edgehal.artifact import ArtifactMetadata, write_onnx_metadata
     from edgehal.hierarchy import DIGIT_CLASSES, Head, HeadManifest, aux_head_from_case, get_case
     from edgehal.manifest import Preprocessing
 
@@ -67,12 +67,12 @@ def build_tiny_hal_onnx(path: Path, *, seed: int = 0) -> Path:
         model="tiny_hal_mnist", input_name="input", input_shape=(1, 28, 28),
         heads=(Head(name="logits", kind="main", level=0, class_names=DIGIT_CLASSES),
                aux_head_from_case(get_case("mnist", "case1"))))
-    meta = OnnxMetadata(manifest=manifest, full_manifest=manifest,
+    meta = ArtifactMetadata(manifest=manifest, full_manifest=manifest,
                         preprocessing=Preprocessing(layout="NCHW", input_shape=(1, 28, 28), mean=(MNIST_MEAN,),
                                                     std=(MNIST_STD,), scale=1 / 255),
                         aux="keep", precision="fp32")
     proto = onnx.load(str(tmp))
-    write_props(proto, meta.to_props())
+    write_onnx_metadata(proto, meta)
     onnx.save(proto, str(path))
     tmp.unlink()
     return path
