@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, default=RESULTS / "bench_repeatability.json")
     args = ap.parse_args(argv)
 
-    from edgehal.bench import BenchOptions, run_bench
-    from edgehal.bench_report import format_table
+    from edgehal.bench import BenchOptions, format_table, run_bench
     from edgehal.fileio import atomic_write_text
 
     options = BenchOptions(backends=tuple(args.backend) if args.backend else None,

@@ -7,7 +7,7 @@ small onnxruntime model (one intra-op thread): the bare loop is
 
     for i in range(n): t0 = perf_counter_ns(); call(); lat[i] = perf_counter_ns() - t0
 
-and the harness is :func:`edgehal.bench_timing.measure` with the same number
+and the harness is :func:`edgehal.bench.timing.measure` with the same number
 of runs. Rounds alternate bare and harness so drift on a shared machine hits
 both alike; the reported overhead is the median over rounds of
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from edgehal.bench import BenchOptions
-    from edgehal.bench_timing import measure
+    from edgehal.bench.timing import measure
     from edgehal.doctor import machine_info
     from edgehal.fileio import atomic_write_text
     from edgehal.runtime.onnxruntime import OnnxRuntimeRunner

@@ -85,8 +85,8 @@ def parity(checkpoint: Path, exports: dict[str, dict], out_dir: Path, *, data_ro
 
 
 def bench(checkpoint: Path, exports: dict[str, dict], threads: int, args, out_dir: Path) -> dict[str, Any]:
-    from edgehal.bench import BenchOptions, run_bench
-    from edgehal.bench_report import format_table, to_json, write_reports
+    from edgehal.bench import BenchOptions, format_table, run_bench, write_reports
+    from edgehal.bench.report import to_json
 
     options = BenchOptions(backends=("torch", "ort-cpu"), batch_sizes=tuple(args.batch_sizes), threads=threads,
                            warmup_seconds=args.warmup_seconds, min_runs=args.min_runs, min_seconds=args.min_seconds,
@@ -125,7 +125,7 @@ def _why(st: dict) -> str:
 
 
 def markdown(data: dict[str, Any]) -> str:
-    from edgehal.bench_report import fmt_ms, fmt_rate
+    from edgehal.bench.report import fmt_ms, fmt_rate
     from edgehal.export.onnx import ExportOptions
 
     m = data["machine"]
@@ -212,7 +212,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from edgehal.bench_report import fmt_ms
+    from edgehal.bench.report import fmt_ms
     from edgehal.fileio import atomic_write_with
 
     runs = data["bench"]
@@ -271,7 +271,7 @@ def _ints(text: str, what: str, *, all_value: int | None = None) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)  # every path below, and in the saved results, is relative to the repository
-    from edgehal.doctor import usable_cores
+    from edgehal.host import usable_cores
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

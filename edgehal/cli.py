@@ -291,8 +291,7 @@ def bench(artifacts, backends, batch_sizes, threads, device, warmup_runs, warmup
     measured while other work competed for the cores, is flagged unstable.
     Kept and pruned ONNX exports of one checkpoint are compared side by side.
     """
-    from edgehal.bench import BenchOptions, run_bench
-    from edgehal.bench_report import format_table, write_reports
+    from edgehal.bench import BenchOptions, format_table, run_bench, write_reports
 
     options = BenchOptions(
         backends=backends, batch_sizes=tuple(batch_sizes or ()), threads=threads, device=device,

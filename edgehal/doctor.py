@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgehal import jetson as jetson_mod
+from edgehal.bench import jetson as jetson_mod
+from edgehal.host import usable_cores
 
 # Every distribution that installs the ``onnxruntime`` module; two at once
 # overwrite each other's files and the providers you get depend on install order.
@@ -147,13 +148,6 @@ def cpu_model(*, cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def installed_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str]:

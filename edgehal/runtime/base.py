@@ -87,6 +87,11 @@ class Runner(ABC):
         """Where the model computes: ``cpu`` or ``cuda:N``."""
         return "cpu"
 
+    @property
+    def threads(self) -> int | None:
+        """The CPU threads the runner was told to compute with; None leaves it to the backend."""
+        return None
+
     # -- inference ---------------------------------------------------------
     def infer(self, feed: Mapping[str, np.ndarray], *, outputs: Sequence[str] | None = None,
               check: bool = True) -> dict[str, np.ndarray]:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from edgehal.errors import EdgehalError
 from edgehal.artifact import ArtifactMetadata, onnx_metadata
 from edgehal.hierarchy import HeadManifest
-from edgehal.runtime.base import Runner, TensorSpec
+from edgehal.runtime.base import Runner, TensorSpec, check_feed
+
+# Providers that compute on an NVIDIA GPU; the first provider of a session is where it runs.
+_CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -79,7 +83,7 @@ class OnnxRuntimeRunner(Runner):
         super().__init__()
         self.model = model
         self.requested_providers = providers
-        self.threads = threads
+        self._threads = threads
         self.optimization = optimization
         self.session = None
         self._metadata: ArtifactMetadata | None = None
@@ -91,8 +95,8 @@ class OnnxRuntimeRunner(Runner):
         if not isinstance(self.model, bytes) and not Path(self.model).is_file():
             raise EdgehalError(self.what, "file not found")
         opts = ort.SessionOptions()
-        if self.threads is not None:
-            opts.intra_op_num_threads = self.threads
+        if self._threads is not None:
+            opts.intra_op_num_threads = self._threads
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = {
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -128,6 +132,27 @@ class OnnxRuntimeRunner(Runner):
     def providers(self) -> list[str]:
         return list(self.session.get_providers()) if self.session else []
 
+    @property
+    def precision(self) -> str:
+        """From the model's edgehal metadata; fp32 for a plain ONNX model."""
+        self._require_active()
+        return self._metadata.precision if self._metadata is not None else "fp32"
+
+    @property
+    def device(self) -> str:
+        """``cuda:N`` when the session's first provider is the CUDA or TensorRT one, else ``cpu``."""
+        self._require_active()
+        first = self.session.get_providers()[0]
+        if first not in _CUDA_PROVIDERS:
+            return "cpu"
+        options = self.session.get_provider_options().get(first, {})
+        return f"cuda:{int(options.get('device_id', 0))}"
+
+    @property
+    def threads(self) -> int | None:
+        """Intra-op threads as requested; None leaves them to onnxruntime (all cores)."""
+        return self._threads
+
     def input_specs(self) -> list[TensorSpec]:
         return [TensorSpec(i.name, _ORT_TYPES.get(i.type, i.type),
                            tuple(d if isinstance(d, int) else -1 for d in i.shape))
@@ -144,3 +169,39 @@ class OnnxRuntimeRunner(Runner):
     def _infer(self, feed: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         results = self.session.run(outputs, feed)
         return dict(zip(outputs, results))
+
+    def device_timer(self, feed: Mapping[str, np.ndarray], *,
+                     outputs: Sequence[str] | None = None) -> Callable[[], int] | None:
+        """Host time around ``run_with_iobinding`` with inputs and outputs resident on the GPU.
+
+        onnxruntime synchronises the device at the end of an IOBinding run, so
+        the host time around it is the model's device time plus the launch,
+        without host-device copies. None on the CPU provider.
+        """
+        self._require_active()
+        device = self.device
+        if device == "cpu":
+            return None
+        names = self._output_list(outputs)
+        checked = check_feed(feed, self.input_specs(), max_batch=self.max_batch, what=f"runner {self.name}")
+        ort = import_onnxruntime()
+        index = int(device.partition(":")[2])
+        binding = self.session.io_binding()
+        inputs = [ort.OrtValue.ortvalue_from_numpy(arr, "cuda", index) for arr in checked.values()]
+        for name, value in zip(checked, inputs):
+            binding.bind_ortvalue_input(name, value)
+        for name in names:
+            binding.bind_output(name, "cuda", index)
+        return _IOBindingTimer(self.session, binding, inputs)
+
+
+class _IOBindingTimer:
+    """One timed ``run_with_iobinding``; holds the device-resident inputs as long as the binding."""
+
+    def __init__(self, session, binding, inputs: list) -> None:
+        self.session, self.binding, self.inputs = session, binding, inputs
+
+    def __call__(self) -> int:
+        t0 = time.perf_counter_ns()
+        self.session.run_with_iobinding(self.binding)
+        return time.perf_counter_ns() - t0

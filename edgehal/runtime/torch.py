@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ import torch
 from edgehal.checkpoint import LoadedCheckpoint, load_checkpoint
 from edgehal.errors import EdgehalError
 from edgehal.hierarchy import HeadManifest
-from edgehal.runtime.base import Runner, TensorSpec
+from edgehal.runtime.base import Runner, TensorSpec, check_feed
 
 
 class TorchRunner(Runner):
@@ -22,9 +23,9 @@ class TorchRunner(Runner):
                  compile: bool = False, threads: int | None = None) -> None:
         super().__init__()
         self.checkpoint = checkpoint
-        self.torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.compile = compile
-        self.threads = threads
+        self._threads = threads
         self.name = "torch-compile" if compile else "torch"
         self._ckpt = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else None
         self.model: torch.nn.Module | None = None
@@ -34,10 +35,10 @@ class TorchRunner(Runner):
     def _activate(self) -> None:
         if self._ckpt is None:
             self._ckpt = load_checkpoint(self.checkpoint)
-        if self.threads:
+        if self._threads:
             self._old_threads = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
-        self.model = self._ckpt.build_model().to(self.torch_device)
+            torch.set_num_threads(self._threads)
+        self.model = self._ckpt.build_model().to(self._device)
         self._fn = self.model
         if self.compile:
             try:
@@ -64,17 +65,51 @@ class TorchRunner(Runner):
 
     @property
     def device(self) -> str:
-        return str(self.torch_device)
+        """``cpu`` or ``cuda:N`` (a bare ``cuda`` is the current CUDA device)."""
+        d = self._device
+        if d.type == "cuda":
+            return f"cuda:{d.index if d.index is not None else torch.cuda.current_device()}"
+        return d.type if d.index is None else f"{d.type}:{d.index}"
+
+    @property
+    def threads(self) -> int | None:
+        """torch intra-op threads while active, as requested; None leaves torch's default."""
+        return self._threads
 
     def to_device(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x).to(self.torch_device, non_blocking=True)
-
-    @torch.no_grad()
-    def run_tensor(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The model on an already-placed tensor (for device-side timing)."""
-        return self._fn(x)
+        return torch.from_numpy(x).to(self._device, non_blocking=True)
 
     @torch.no_grad()
     def _infer(self, feed: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         out = self._fn(self.to_device(feed[self.manifest.input_name]))
         return {n: out[n].float().cpu().numpy() for n in outputs}
+
+    def device_timer(self, feed: Mapping[str, np.ndarray], *,
+                     outputs: Sequence[str] | None = None) -> Callable[[], int] | None:
+        """The model alone between two CUDA events on the device's current stream; None on CPU.
+
+        The input is copied to the GPU once, here; each call enqueues the
+        model and waits for the end event, without copying outputs back.
+        """
+        self._require_active()
+        if self._device.type != "cuda":
+            return None
+        self._output_list(outputs)
+        checked = check_feed(feed, self.input_specs(), max_batch=self.max_batch, what=f"runner {self.name}")
+        x = self.to_device(checked[self.manifest.input_name])
+        device = torch.device(self.device)
+        torch.cuda.synchronize(device)
+        stream = torch.cuda.current_stream(device)
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        fn = self._fn
+
+        @torch.no_grad()
+        def timed() -> int:
+            start.record(stream)
+            fn(x)
+            end.record(stream)
+            end.synchronize()
+            return int(start.elapsed_time(end) * 1e6)
+
+        return timed

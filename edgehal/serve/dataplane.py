@@ -12,11 +12,12 @@ import logging
 import time
 from typing import Any, Sequence
 
+from edgehal.host import usable_cores
 from edgehal.serve.batcher import DynamicBatcher
 from edgehal.serve.metrics import Metrics, ModelStats
 from edgehal.serve.protocol import (ModelNotFound, Unavailable, decode_infer_request, dumps,
                                     encode_infer_response, model_metadata)
-from edgehal.serve.repository import PLATFORM, LoadedModel, available_cores
+from edgehal.serve.repository import PLATFORM, LoadedModel
 
 log = logging.getLogger("edgehal.serve")
 
@@ -45,7 +46,7 @@ class DataPlane:
             # With one core there is nothing to overlap: a thread hop per batch only costs
             # (about 15% of the server's CPU per request, measured). With more, onnxruntime
             # runs in a thread while the event loop parses the next requests.
-            inline = available_cores() == 1
+            inline = usable_cores() == 1
         self.metrics = Metrics()
         self.shutting_down = False
         self._versions: dict[str, dict[str, ServedModel]] = {}

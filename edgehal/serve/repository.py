@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +29,7 @@ import numpy as np
 
 from edgehal.errors import EdgehalError
 from edgehal.artifact import ArtifactMetadata, to_properties
+from edgehal.host import usable_cores
 from edgehal.runtime.base import TensorSpec
 from edgehal.serve.protocol import DATATYPES, ModelIO, TensorMeta, triton_datatype
 
@@ -247,17 +247,9 @@ def discover(paths: Sequence[str | Path]) -> list[ModelSource]:
 # Loading
 
 
-def available_cores() -> int:
-    """Cores this process may run on (``taskset`` narrows it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def default_threads() -> int:
-    """onnxruntime intra-op threads: one core fewer than available, left to the HTTP event loop."""
-    return max(1, available_cores() - 1)
+    """onnxruntime intra-op threads: one core fewer than usable, left to the HTTP event loop."""
+    return max(1, usable_cores() - 1)
 
 
 def _config_datatype(data_type: int, config: Any) -> str:

@@ -1,129 +1,38 @@
-"""``edgehal bench``: options, planning, the run, and the command line.
+"""Planning and the run of ``edgehal bench``: real onnxruntime runners, and a scripted runner on a fake clock.
 
-Real runners only: onnxruntime on tiny ONNX exports (kept and pruned heads)
-built here, and a scripted :class:`Runner` on a fake clock where exact numbers
-matter. No assertion depends on how fast this machine is.
+Real runners only: onnxruntime on the tiny ONNX exports of ``conftest.py``,
+and a scripted :class:`Runner` on a fake clock where exact numbers matter. No
+assertion depends on how fast this machine is.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from edgehal.bench import (BACKENDS, BenchOptions, check_batches, default_backend, describe_artifact,
-                           make_feed, plan, run_bench)
-from edgehal.bench_report import JSON_NAME, format_table, write_reports
+from edgehal.bench.jetson import ClockStatus, JetsonInfo, PowerMode
+from edgehal.bench.options import BACKENDS, BenchOptions
+from edgehal.bench.report import JSON_NAME, format_table, write_reports
+from edgehal.bench.run import check_batches, describe_artifact, make_feed, plan, run_bench
 from edgehal.errors import EdgehalError
-from edgehal.manifest import Preprocessing
-from edgehal.jetson import JetsonInfo
 from edgehal.runtime.base import Runner, TensorSpec
+from edgehal.runtime.loader import default_backend
 from edgehal.runtime.onnxruntime import OnnxRuntimeRunner
 
-# The fixtures use torch's TorchScript exporter (dynamo=False), which warns that it is legacy.
+# The ONNX fixtures use torch's TorchScript exporter (dynamo=False), which warns that it is legacy.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 NOT_JETSON = JetsonInfo(False)
 MS = 1_000_000
-
-
-# ---- fixtures: tiny ONNX exports with edgehal metadata ------------------------------
-
-
-def _export(path: Path, aux: str, *, dynamic: bool = True, source: str = "feedbeef") -> Path:
-    import onnx
-    import torch
-
-    from edgehal.export.metadata import OnnxMetadata, write_props
-    from edgehal.hierarchy import Head, HeadManifest
-
-    torch.manual_seed(0)
-
-    class Tiny(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body, self.main, self.aux = torch.nn.Linear(16, 32), torch.nn.Linear(32, 10), torch.nn.Linear(32, 2)
-
-        def forward(self, x):
-            h = torch.relu(self.body(x))
-            return (self.main(h), self.aux(h)) if aux == "keep" else self.main(h)
-
-    names = ["main", "aux_case1"] if aux == "keep" else ["main"]
-    buf = io.BytesIO()
-    axes = {n: {0: "N"} for n in ["x", *names]} if dynamic else None
-    torch.onnx.export(Tiny().eval(), torch.zeros(1, 16), buf, input_names=["x"], output_names=names,
-                      dynamic_axes=axes, opset_version=17, dynamo=False)
-    model = onnx.load_from_string(buf.getvalue())
-    full = HeadManifest("tiny", "x", (16,), (
-        Head("main", "main", 0, class_names=tuple(str(i) for i in range(10))),
-        Head("aux_case1", "aux", 1, class_names=("ge5", "lt5"), parent_map=(1,) * 5 + (0,) * 5, feeds_main=False)))
-    write_props(model, OnnxMetadata(full.select(aux), full, Preprocessing(layout="NC", input_shape=(16,)), aux, "fp32",
-                                    source).to_props())
-    onnx.save(model, str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def onnx_pair(tmp_path_factory):
-    d = tmp_path_factory.mktemp("onnx")
-    return _export(d / "tiny_keep.onnx", "keep"), _export(d / "tiny_prune.onnx", "prune")
-
-
-@pytest.fixture(scope="module")
-def static_onnx(tmp_path_factory):
-    return _export(tmp_path_factory.mktemp("static") / "tiny_b1.onnx", "prune", dynamic=False)
-
-
-def ort_opener(path, *, backend=None, threads=None, device=None):
-    """The onnxruntime CPU runner, as the loader builds it for ``ort-cpu``."""
-    assert backend in (None, "ort-cpu")
-    return OnnxRuntimeRunner(path, providers=["cpu"], threads=threads)
-
-
 QUICK = dict(warmup_runs=2, warmup_seconds=0.0, min_runs=6, min_seconds=0.01, windows=3, max_windows=3,
              threads=1)
 # On the fake clock: exactly 2 runs per window; real preemptions are not judged against fake time.
 EXACT = {**QUICK, "min_seconds": 0.0, "max_preemptions_per_s": None}
-
-
-# ---- options ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(backends=("torch", "pytorch")), "one of torch, torch-compile, ort-cpu, ort-cuda, ort-tensorrt, tensorrt"),
-    (dict(backends=()), "--backend"),
-    (dict(batch_sizes=()), "--batch-sizes"),
-    (dict(batch_sizes=(1, 0)), "--batch-sizes"),
-    (dict(batch_sizes=(8, 8)), "each batch size once"),
-    (dict(threads=0), "--threads"),
-    (dict(warmup_runs=-1), "--warmup-runs"),
-    (dict(warmup_seconds=-0.5), "--warmup-seconds"),
-    (dict(windows=1), "--windows"),
-    (dict(min_runs=2, windows=3), "--min-runs"),
-    (dict(min_seconds=float("nan")), "--min-seconds"),
-    (dict(stability_threshold=10), "fraction between 0 and 1"),
-    (dict(stability_threshold=0), "--stability-threshold"),
-    (dict(max_windows=2, windows=3), "--max-windows"),
-    (dict(tegrastats_interval_ms=0), "--tegrastats-interval"),
-    (dict(max_preemptions_per_s=0), "--max-preemptions"),
-])
-def test_bad_options_are_rejected(kwargs, match):
-    with pytest.raises(EdgehalError, match=match):
-        BenchOptions(**kwargs).validate()
-
-
-def test_default_options_are_valid_and_windows_split_the_minimums():
-    o = BenchOptions().validate()
-    assert o.window_runs == 34 and o.window_ns == 1_000_000_000
-    assert o.to_dict()["batch_sizes"] == [1]
 
 
 # ---- planning --------------------------------------------------------------------------
@@ -187,7 +96,7 @@ def test_make_feed():
 # ---- the run: real onnxruntime ---------------------------------------------------------
 
 
-def test_run_bench_kept_and_pruned_with_onnxruntime(onnx_pair, tmp_path):
+def test_run_bench_kept_and_pruned_with_onnxruntime(onnx_pair, ort_opener):
     options = BenchOptions(batch_sizes=(1, 4), **QUICK)
     report = run_bench(onnx_pair, options, opener=ort_opener, progress=False, jetson_info=NOT_JETSON)
     assert [(r.artifact.name, r.artifact.aux, r.batch_size, r.mode, r.device, r.backend) for r in report.results] == [
@@ -213,7 +122,7 @@ def test_run_bench_kept_and_pruned_with_onnxruntime(onnx_pair, tmp_path):
     assert m["gpu_name"] is None or isinstance(m["gpu_name"], str)
 
 
-def test_static_batch_is_rejected_before_anything_is_timed(static_onnx):
+def test_static_batch_is_rejected_before_anything_is_timed(static_onnx, ort_opener):
     calls = []
 
     def counting_opener(path, **kw):
@@ -299,6 +208,81 @@ def test_scripted_run_gives_exact_numbers(files):
     assert "Kept vs pruned" in table and "2.00x" in table
 
 
+class ScriptedGpuRunner(ScriptedRunner):
+    """A scripted runner that says it computes on a GPU in ``precision``, with a device timer of ``device_ms``."""
+
+    def __init__(self, clock, ms, *, device_ms, precision="fp16", **kw) -> None:
+        super().__init__(clock, ms, **kw)
+        self.device_ms, self._precision = device_ms, precision
+        self.checks: list[bool] = []
+        self.timer_feeds: list[tuple[int, ...]] = []
+
+    @property
+    def device(self):
+        return "cuda:1"
+
+    @property
+    def precision(self):
+        return self._precision
+
+    @property
+    def threads(self):
+        return 3
+
+    def infer(self, feed, *, outputs=None, check=True):
+        self.checks.append(check)
+        return super().infer(feed, outputs=outputs, check=check)
+
+    def device_timer(self, feed, *, outputs=None):
+        self.timer_feeds.append(feed["x"].shape)
+
+        def timed() -> int:
+            self.clock.now += int(self.device_ms * MS)
+            return int(self.device_ms * MS)
+
+        return timed
+
+
+def test_the_timed_loop_is_the_public_infer_checked_once(files):
+    clock = FakeClock()
+    runners = []
+
+    def opener(path, *, backend=None, threads=None, device=None):
+        runners.append(ScriptedGpuRunner(clock, 2.0, device_ms=0.5, name=backend))
+        return runners[-1]
+
+    run_bench([files[0]], BenchOptions(batch_sizes=(1, 8), **EXACT), opener=opener, clock=clock,
+              progress=False, jetson_info=NOT_JETSON)
+    timed = runners[-1]  # the first opened is the preflight's
+    # Per batch size: one checked call, then warm-up and windows unchecked.
+    per_batch = [True] + [False] * (EXACT["warmup_runs"] + EXACT["min_runs"])
+    assert timed.checks == per_batch * 2
+
+
+def test_device_mode_uses_the_runners_device_timer(files):
+    clock = FakeClock()
+
+    def opener(path, *, backend=None, threads=None, device=None):
+        return ScriptedGpuRunner(clock, 2.0, device_ms=0.5, name=backend)
+
+    report = run_bench([files[0]], BenchOptions(batch_sizes=(1, 8), **EXACT), opener=opener, clock=clock,
+                       progress=False, jetson_info=NOT_JETSON)
+    assert [(r.batch_size, r.mode, r.timer, r.stats.median_ms) for r in report.results] == [
+        (1, "e2e", "perf_counter_ns", 2.0), (1, "device", "device_timer", 0.5),
+        (8, "e2e", "perf_counter_ns", 2.0), (8, "device", "device_timer", 0.5)]
+    for r in report.results:
+        assert r.device == "cuda" and r.threads["runner"] == 3 and r.artifact.precision == "fp16"
+    assert "model.pt · torch (device)" in {r.label for r in report.results}
+
+
+def test_a_cpu_runner_is_timed_end_to_end_only(files):
+    clock = FakeClock()
+    report = run_bench([files[0]], BenchOptions(**EXACT), opener=lambda p, **kw: ScriptedRunner(clock, 1.0),
+                       clock=clock, progress=False, jetson_info=NOT_JETSON)
+    [r] = report.results
+    assert (r.mode, r.device, r.artifact.precision, r.threads["runner"]) == ("e2e", "cpu", "fp32", None)
+
+
 def test_backend_that_cannot_start_is_skipped_not_fatal(files):
     clock = FakeClock()
 
@@ -370,7 +354,7 @@ def test_unstable_results_are_flagged_and_warned(files):
     assert "NO (" in format_table(report)
 
 
-def test_power_requires_a_jetson(files):
+def test_power_requires_a_jetson(files, ort_opener):
     with pytest.raises(EdgehalError, match="needs tegrastats on a Jetson"):
         run_bench([files[1]], BenchOptions(power=True, **QUICK), opener=ort_opener, progress=False,
                   jetson_info=NOT_JETSON)
@@ -386,11 +370,9 @@ def _fake_tegrastats(tmp_path: Path, line: str) -> Path:
     return bindir
 
 
-def test_power_is_sampled_on_a_jetson_with_tegrastats(onnx_pair, tmp_path, monkeypatch):
+def test_power_is_sampled_on_a_jetson_with_tegrastats(onnx_pair, tmp_path, monkeypatch, ort_opener):
     # A stand-in tegrastats printing a real Xavier NX line (VDD_IN 4067 mW): the whole power
     # path runs on this CPU machine. Clocks reported locked, so no DVFS warning.
-    from edgehal.jetson import ClockStatus, PowerMode
-
     bindir = _fake_tegrastats(tmp_path, "RAM 4412/7772MB (lfb 237x4MB) VDD_IN 4067/4067 "
                                         "VDD_CPU_GPU_CV 738/738 VDD_SOC 1353/1353")
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
@@ -408,75 +390,6 @@ def test_power_is_sampled_on_a_jetson_with_tegrastats(onnx_pair, tmp_path, monke
     assert not any("clocks" in w or "power" in w for w in report.warnings)
 
 
-# ---- the command line ------------------------------------------------------------------
-
-
-def test_cli_invalid_backend_lists_the_valid_ones(onnx_pair):
-    from edgehal.cli import main
-
-    res = CliRunner().invoke(main, ["bench", str(onnx_pair[0]), "--backend", "ort-cpu,onnx"])
-    assert res.exit_code == 2
-    assert "'onnx' is not a backend. Choose from: torch, torch-compile, ort-cpu, ort-cuda, ort-tensorrt, tensorrt" \
-        in res.output
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--windows", "1"], "error: bench option --windows | 1 is not allowed"),
-    (["--stability-threshold", "10"], "a fraction between 0 and 1"),
-    (["--batch-sizes", "0"], "positive integers"),
-    (["--backend", "torch"], "no requested backend runs .onnx files (requested: torch)"),
-])
-def test_cli_bad_options_exit_1_with_one_line(onnx_pair, args, message):
-    from edgehal.cli import main
-
-    res = CliRunner().invoke(main, ["bench", str(onnx_pair[0]), *args])
-    assert res.exit_code == 1, res.output
-    assert message in res.output and "Traceback" not in res.output
-
-
-def test_cli_help_names_every_default():
-    from edgehal.cli import main
-
-    res = CliRunner().invoke(main, ["bench", "--help"], terminal_width=200)
-    assert res.exit_code == 0
-    options = [line for line in res.output.splitlines() if line.strip().startswith("-")]
-    body = res.output.split("Options:")[1]
-    for opt in ("--backend", "--batch-sizes", "--threads", "--warmup-runs", "--warmup-seconds", "--min-runs",
-                "--min-seconds", "--windows", "--stability-threshold", "-o, --output-dir"):
-        assert opt in body
-    assert body.count("Default:") >= len(options) - 1  # every option but --help
-
-
-def _loader_available() -> bool:
-    try:
-        from edgehal.runtime.loader import open_runner  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _loader_available(), reason="edgehal.runtime.loader.open_runner is not there yet")
-def test_cli_bench_writes_json_csv_png_with_the_printed_numbers(onnx_pair, tmp_path):
-    out = tmp_path / "results"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgehal.cli", "bench", *map(str, onnx_pair), "--backend", "ort-cpu",
-         "--batch-sizes", "1,64", "--threads", "1", "--warmup-runs", "2", "--warmup-seconds", "0",
-         "--min-runs", "6", "--min-seconds", "0.02", "--max-windows", "3", "-o", str(out), "--note", "test"],
-        capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads((out / JSON_NAME).read_text())
-    assert len(data["results"]) == 4 and len(data["comparisons"]) == 2 and data["note"] == "test"
-    from edgehal.bench_report import fmt_ms
-
-    for r in data["results"]:
-        assert fmt_ms(r["stats"]["median_ms"]) in proc.stdout
-    for name in ("bench.csv", "latency.png", "throughput.png"):
-        assert (out / name).stat().st_size > 0
-    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.mark.skipif(not _loader_available(), reason="edgehal.runtime.loader.open_runner is not there yet")
 def test_missing_execution_provider_is_skipped_with_its_reason(onnx_pair):
     import onnxruntime
 
@@ -495,16 +408,9 @@ def test_check_batches_uses_the_runner_specs(static_onnx):
             check_batches(r, [1, 2], what="static")
 
 
-def test_write_reports_round_trip(onnx_pair, tmp_path):
+def test_write_reports_round_trip(onnx_pair, tmp_path, ort_opener):
     report = run_bench(onnx_pair, BenchOptions(**QUICK), opener=ort_opener, progress=False, jetson_info=NOT_JETSON)
     paths = write_reports(report, tmp_path / "o")
+    assert paths["json"].name == JSON_NAME
     data = json.loads(paths["json"].read_text())
     assert [r["stats"]["median_ms"] for r in data["results"]] == [r.stats.median_ms for r in report.results]
-
-
-def test_importing_bench_modules_loads_no_heavy_library():
-    code = ("import sys, edgehal.bench, edgehal.bench_timing, edgehal.bench_report, edgehal.jetson, "
-            "edgehal.doctor, edgehal.cli; heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'matplotlib', "
-            "'tensorrt', 'tqdm') if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -2,10 +2,10 @@
 
 :func:`measure` is the harness. It knows nothing about artifacts or backends:
 it times a zero-argument ``call`` on the host with ``perf_counter_ns`` (or a
-``timed_call`` that measures itself, e.g. with CUDA events) and returns
-:class:`LatencyStats` and a :class:`Stability` verdict. The clock is a
-parameter, so tests drive it deterministically. See :mod:`edgehal.bench` for
-the method as a whole.
+``timed_call`` that measures itself: a runner's ``device_timer``) and
+returns :class:`LatencyStats` and a :class:`Stability` verdict. The clock is
+a parameter, so tests drive it deterministically. See :mod:`edgehal.bench`
+for the method as a whole.
 """
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from edgehal.runtime.base import Runner
-
-if TYPE_CHECKING:
-    from edgehal.bench import BenchOptions
+from edgehal.bench.options import BenchOptions
 
 Clock = Callable[[], int]
 
@@ -152,7 +149,7 @@ def _run_host(call: Callable[[], object], clock: Clock, min_runs: int, min_ns: i
 
 def _run_timed(timed_call: Callable[[], int], clock: Clock, min_runs: int,
                min_ns: int) -> tuple[list[int], int]:
-    """Like :func:`_run_host`, but ``timed_call`` measures itself (CUDA events) and returns ns."""
+    """Like :func:`_run_host`, but ``timed_call`` measures itself (on the device) and returns ns."""
     lat: list[int] = []
     append = lat.append
     start = clock()
@@ -172,7 +169,7 @@ def measure(call: Callable[[], object] | None = None, *, options: BenchOptions, 
     """Warm up, then time windows until the last ``options.windows`` agree (or ``max_windows``).
 
     Give ``call`` (timed on the host with ``clock``) or ``timed_call`` (returns
-    its own duration in ns, e.g. from CUDA events; ``clock`` then only tracks
+    its own duration in ns, e.g. a runner's ``device_timer``; ``clock`` then only tracks
     the windows' wall time). ``on_window(n, stability)`` is called after each
     window for progress display. ``preemptions`` counts involuntary context
     switches (a parameter so tests can script contention).
@@ -228,110 +225,3 @@ def measure(call: Callable[[], object] | None = None, *, options: BenchOptions, 
     all_lat = [x for w in kept for x in w[0]]
     stats = LatencyStats.from_ns(all_lat, wall_ns=sum(w[1] for w in kept), batch_size=batch_size)
     return Measurement(stats, stability, timer or ("perf_counter_ns" if call is not None else "timed_call"))
-
-
-# --------------------------------------------------------------------------
-# Device timing
-
-
-@runtime_checkable
-class DeviceTimedRunner(Protocol):
-    """A runner that can time its model alone on a CUDA device (multi-input friendly).
-
-    ``prepare_device(feed)`` copies the numpy feed to the device once and
-    returns whatever ``infer_device`` needs; ``infer_device(prepared)``
-    enqueues the model on the current CUDA stream and returns without copying
-    outputs back or synchronising, so CUDA events around it time the model.
-    """
-
-    device: str
-
-    def prepare_device(self, feed: Mapping[str, np.ndarray]) -> Any: ...
-
-    def infer_device(self, prepared: Any) -> Any: ...
-
-
-def runner_device(runner: Runner) -> str:
-    """``"cuda"`` when the runner computes on an NVIDIA GPU, else ``"cpu"``."""
-    dev = str(getattr(runner, "device", "") or "")
-    if dev.startswith("cuda"):
-        return "cuda"
-    providers = getattr(runner, "providers", None) or []
-    if providers and providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-        return "cuda"
-    if getattr(runner, "name", "") == "tensorrt":
-        return "cuda"
-    return "cpu"
-
-
-def has_device_timing(runner: Any) -> bool:
-    """Whether the runner can run on device-resident inputs (either shape below)."""
-    return isinstance(runner, DeviceTimedRunner) or (
-        callable(getattr(runner, "to_device", None)) and callable(getattr(runner, "run_tensor", None)))
-
-
-def cuda_event_timer(runner: Any, feed: Mapping[str, np.ndarray]) -> Callable[[], int]:
-    """A ``timed_call`` that runs the model between two CUDA events; ns per call.
-
-    Uses :class:`DeviceTimedRunner` (``prepare_device`` / ``infer_device``), or
-    the torch runner's ``to_device(array)`` / ``run_tensor(tensor)`` for a
-    single-input model. Inputs are copied to the device once, before timing.
-    """
-    import torch
-
-    if isinstance(runner, DeviceTimedRunner):
-        prepared = runner.prepare_device(feed)
-
-        def run() -> object:
-            return runner.infer_device(prepared)
-    else:
-        if len(feed) != 1:
-            raise ValueError("to_device/run_tensor timing needs a single-input model")
-        tensor = runner.to_device(next(iter(feed.values())))
-        torch.cuda.synchronize()
-
-        def run() -> object:
-            return runner.run_tensor(tensor)
-
-    # Record on the runner's device and stream: the one infer_device enqueues on.
-    dev = torch.device(str(getattr(runner, "device", None) or "cuda"))
-    if dev.type != "cuda":
-        raise ValueError(f"device timing needs a CUDA runner, not {dev}")
-    stream = torch.cuda.current_stream(dev)
-    start = torch.cuda.Event(enable_timing=True)
-    end = torch.cuda.Event(enable_timing=True)
-
-    def timed() -> int:
-        start.record(stream)
-        run()
-        end.record(stream)
-        end.synchronize()
-        return int(start.elapsed_time(end) * 1e6)
-
-    return timed
-
-
-def ort_iobinding_call(runner: Any, feed: Mapping[str, np.ndarray], outputs: Sequence[str]) -> Callable[[], object]:
-    """A host-timed call of onnxruntime with inputs and outputs resident on the GPU.
-
-    ``run_with_iobinding`` synchronises its stream at the end of the run, so
-    host timing around it is device time plus launch overhead, without copies.
-    """
-    from edgehal.runtime.onnxruntime import import_onnxruntime
-
-    ort = import_onnxruntime()
-    session = runner.session
-    binding = session.io_binding()
-    keep = []
-    for name, arr in feed.items():
-        value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", 0)
-        keep.append(value)
-        binding.bind_ortvalue_input(name, value)
-    for name in outputs:
-        binding.bind_output(name, "cuda", 0)
-
-    def call() -> None:
-        session.run_with_iobinding(binding)
-
-    call.keep_alive = keep  # type: ignore[attr-defined]  # inputs must outlive the binding
-    return call

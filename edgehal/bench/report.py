@@ -15,12 +15,10 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
+from edgehal.bench.results import BenchReport, BenchResult, comparisons, vs_checkpoint
 from edgehal.fileio import atomic_write_text, atomic_write_with
-
-if TYPE_CHECKING:
-    from edgehal.bench import BenchReport, BenchResult
 
 JSON_NAME = "bench.json"
 CSV_NAME = "bench.csv"
@@ -51,66 +49,6 @@ def fmt_rate(v: float) -> str:
 
 
 # --------------------------------------------------------------------------
-# Comparisons
-
-
-def comparisons(results: Sequence["BenchResult"]) -> list[dict[str, Any]]:
-    """Kept against pruned auxiliary heads, side by side.
-
-    Two ONNX results are a pair when they come from the same checkpoint
-    (``family``: its sha256, or the model name), have the same precision,
-    backend, batch size and timing mode, and one was exported with
-    ``aux=keep`` and the other with ``aux=prune``.
-    """
-    groups: dict[tuple, dict[str, "BenchResult"]] = defaultdict(dict)
-    for r in results:
-        a = r.artifact
-        if a.aux in ("keep", "prune") and a.family:
-            groups[(a.family, a.precision, r.backend, r.batch_size, r.mode)][a.aux] = r
-    out = []
-    for (family, precision, backend, batch, mode), pair in groups.items():
-        if "keep" not in pair or "prune" not in pair:
-            continue
-        k, p = pair["keep"], pair["prune"]
-        out.append({
-            "model": k.artifact.model, "family": family, "precision": precision, "backend": backend,
-            "batch_size": batch, "mode": mode, "keep": k.artifact.name, "prune": p.artifact.name,
-            "keep_median_ms": k.stats.median_ms, "prune_median_ms": p.stats.median_ms,
-            "keep_throughput_per_s": k.stats.throughput_per_s,
-            "prune_throughput_per_s": p.stats.throughput_per_s,
-            "prune_speedup": k.stats.median_ms / p.stats.median_ms if p.stats.median_ms > 0 else None,
-            "both_stable": k.stability.stable and p.stability.stable,
-        })
-    return out
-
-
-def vs_checkpoint(results: Sequence["BenchResult"]) -> list[dict[str, Any]]:
-    """Every export against the checkpoint it came from (the PyTorch / onnxruntime ratio).
-
-    An exported artifact records its checkpoint's sha256 (``family``); where that
-    checkpoint was benchmarked at the same batch size and timing mode,
-    ``speedup`` is checkpoint median / export median (above 1: the export is faster).
-    """
-    refs = [r for r in results if r.artifact.kind == "checkpoint" and r.artifact.family]
-    out = []
-    for ref in refs:
-        for r in results:
-            a = r.artifact
-            if (a.kind == "checkpoint" or a.family != ref.artifact.family or r.batch_size != ref.batch_size
-                    or r.mode != ref.mode):
-                continue
-            out.append({
-                "model": a.model, "family": a.family, "batch_size": r.batch_size, "mode": r.mode,
-                "checkpoint": ref.artifact.name, "checkpoint_backend": ref.backend,
-                "artifact": a.name, "aux": a.aux, "precision": a.precision, "backend": r.backend,
-                "checkpoint_median_ms": ref.stats.median_ms, "median_ms": r.stats.median_ms,
-                "speedup": ref.stats.median_ms / r.stats.median_ms if r.stats.median_ms > 0 else None,
-                "both_stable": ref.stability.stable and r.stability.stable,
-            })
-    return out
-
-
-# --------------------------------------------------------------------------
 # Terminal table
 
 
@@ -124,7 +62,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int
     return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
-def format_table(report: "BenchReport") -> str:
+def format_table(report: BenchReport) -> str:
     """The results, then kept-vs-pruned pairs, then warnings, as printed by ``edgehal bench``."""
     headers = ("artifact", "aux", "backend", "batch", "mode", "runs", "min", "median", "mean", "p90",
                "p95", "p99", "max ms", "samples/s", "stable")
@@ -188,11 +126,11 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def to_json(report: "BenchReport") -> str:
+def to_json(report: BenchReport) -> str:
     return json.dumps(_finite(report.to_dict()), indent=2, allow_nan=False, default=str) + "\n"
 
 
-def csv_rows(report: "BenchReport") -> list[dict[str, Any]]:
+def csv_rows(report: BenchReport) -> list[dict[str, Any]]:
     rows = []
     for r in report.results:
         s, st, p = r.stats, r.stability, r.power
@@ -217,7 +155,7 @@ def csv_rows(report: "BenchReport") -> list[dict[str, Any]]:
     return rows
 
 
-def to_csv(report: "BenchReport") -> str:
+def to_csv(report: BenchReport) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -226,14 +164,14 @@ def to_csv(report: "BenchReport") -> str:
     return buf.getvalue()
 
 
-def _series(results: Sequence["BenchResult"]) -> dict[str, list["BenchResult"]]:
-    series: dict[str, list["BenchResult"]] = defaultdict(list)
+def _series(results: Sequence[BenchResult]) -> dict[str, list[BenchResult]]:
+    series: dict[str, list[BenchResult]] = defaultdict(list)
     for r in results:
         series[r.label].append(r)
     return {k: sorted(v, key=lambda r: r.batch_size) for k, v in series.items()}
 
 
-def _plot(path: Path, results: Sequence["BenchResult"], *, metric: str, ylabel: str, title: str,
+def _plot(path: Path, results: Sequence[BenchResult], *, metric: str, ylabel: str, title: str,
           fmt: Any) -> dict[str, list[tuple[int, float]]]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -275,21 +213,21 @@ def _plot(path: Path, results: Sequence["BenchResult"], *, metric: str, ylabel: 
     return drawn
 
 
-def plot_latency(path: str | Path, report: "BenchReport") -> dict[str, list[tuple[int, float]]]:
+def plot_latency(path: str | Path, report: BenchReport) -> dict[str, list[tuple[int, float]]]:
     """Median latency against batch size, one line per artifact x backend x mode; returns what it drew."""
     sub = f" — {report.options.note}" if report.options.note else ""
     return _plot(Path(path), report.results, metric="median_ms", ylabel="median latency per call (ms)",
                  title=f"Latency vs batch size (solid: median, dashed: p99){sub}", fmt=fmt_ms)
 
 
-def plot_throughput(path: str | Path, report: "BenchReport") -> dict[str, list[tuple[int, float]]]:
+def plot_throughput(path: str | Path, report: BenchReport) -> dict[str, list[tuple[int, float]]]:
     """Throughput (samples/s) against batch size; returns what it drew."""
     sub = f" — {report.options.note}" if report.options.note else ""
     return _plot(Path(path), report.results, metric="throughput_per_s", ylabel="samples per second",
                  title=f"Throughput vs batch size{sub}", fmt=fmt_rate)
 
 
-def write_reports(report: "BenchReport", output_dir: str | Path) -> dict[str, Path]:
+def write_reports(report: BenchReport, output_dir: str | Path) -> dict[str, Path]:
     """Write JSON, CSV and both PNGs into ``output_dir``; return their paths by kind."""
     out = Path(output_dir)
     paths = {"json": out / JSON_NAME, "csv": out / CSV_NAME,

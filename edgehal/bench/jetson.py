@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from edgehal.errors import EdgehalError
+from edgehal.host import NV_TEGRA_RELEASE, parse_l4t_release
 
-RELEASE_FILE = "/etc/nv_tegra_release"
+RELEASE_FILE = NV_TEGRA_RELEASE
 MODEL_FILE = "/proc/device-tree/model"
 NVPMODEL_QUERY = ("nvpmodel", "-q")
 JETSON_CLOCKS_SHOW = ("jetson_clocks", "--show")
@@ -49,14 +50,6 @@ TOTAL_RAILS = ("VDD_IN", "POM_5V_IN", "VIN")
 
 # --------------------------------------------------------------------------
 # Detection
-
-
-def parse_l4t_release(text: str) -> str | None:
-    """``# R35 (release), REVISION: 4.1, GCID: ...`` -> ``"35.4.1"``; None if unrecognised."""
-    m = re.search(r"R(\d+)\s*\([^)]*\),\s*REVISION:\s*([\d.]+)", text)
-    if not m:
-        return None
-    return f"{m.group(1)}.{m.group(2).rstrip('.')}"
 
 
 def _read_text(path: str | Path) -> str | None:

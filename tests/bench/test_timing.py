@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import functools
 import gc
-import importlib.util
 
 import numpy as np
 import pytest
 
-from edgehal.bench import BenchOptions
-from edgehal.bench_timing import (LatencyStats, cuda_event_timer, has_device_timing, measure,
-                                  ort_iobinding_call, runner_device, spread)
+from edgehal.bench.options import BenchOptions
+from edgehal.bench.timing import LatencyStats, measure, spread
 from edgehal.runtime.base import Runner, TensorSpec
 
 MS = 1_000_000  # ns
@@ -72,10 +70,10 @@ def _quick(**kw) -> BenchOptions:
 def _call(runner: ScriptedRunner, batch: int = 1):
     feed = {"x": np.ones((batch, 4), np.float32)}
     runner.activate()
-    runner.infer(feed)      # validated once, like run_bench does
+    runner.infer(feed)      # validated once, then timed unchecked, like run_bench does
     runner.calls = 0
     runner.clock.now = 0
-    return functools.partial(runner._infer, feed, ["y"])
+    return functools.partial(runner.infer, feed, outputs=["y"], check=False)
 
 
 def test_constant_latency_gives_exact_statistics():
@@ -246,73 +244,3 @@ def test_latency_stats_from_ns():
     assert s.calls_per_s == pytest.approx(500.0) and s.throughput_per_s == pytest.approx(1000.0)
     with pytest.raises(ValueError):
         LatencyStats.from_ns([], wall_ns=1, batch_size=1)
-
-
-def test_runner_device():
-    clock = FakeClock()
-    cpu = ScriptedRunner(clock, lambda i: 1.0)
-    assert runner_device(cpu) == "cpu" and not has_device_timing(cpu)
-    cpu.device = "cuda:0"
-    assert runner_device(cpu) == "cuda"
-    cpu.device = "cpu"
-    cpu.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert runner_device(cpu) == "cuda"
-
-
-def _cuda_available() -> bool:
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
-def test_cuda_event_timing_on_a_gpu():  # pragma: no cover - GPU only
-    import torch
-
-    class OnGpu:
-        device = "cuda"
-
-        def __init__(self) -> None:
-            self.model = torch.nn.Linear(256, 256).cuda().eval()
-
-        def to_device(self, x):
-            return torch.from_numpy(x).cuda()
-
-        @torch.no_grad()
-        def run_tensor(self, t):
-            return self.model(t)
-
-    r = OnGpu()
-    assert has_device_timing(r)
-    timed = cuda_event_timer(r, {"x": np.ones((64, 256), np.float32)})
-    m = measure(timed_call=timed, options=_quick(min_runs=30), timer="cuda_event")
-    assert m.stats.runs >= 30 and m.stats.median_ms > 0 and m.timer == "cuda_event"
-
-
-def _ort_cuda_available() -> bool:
-    if importlib.util.find_spec("onnxruntime") is None or not _cuda_available():
-        return False
-    import onnxruntime
-
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not _ort_cuda_available(), reason="needs onnxruntime-gpu with CUDAExecutionProvider and a GPU")
-def test_ort_iobinding_on_a_gpu(tmp_path):  # pragma: no cover - GPU only
-    import torch
-
-    from edgehal.runtime.onnxruntime import OnnxRuntimeRunner
-
-    path = tmp_path / "lin.onnx"
-    torch.onnx.export(torch.nn.Linear(8, 4).eval(), torch.zeros(1, 8), str(path), input_names=["x"],
-                      output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17,
-                      dynamo=False)
-    with OnnxRuntimeRunner(path, providers=["cuda"]) as r:
-        assert runner_device(r) == "cuda"
-        call = ort_iobinding_call(r, {"x": np.ones((4, 8), np.float32)}, ["y"])
-        m = measure(call, options=_quick(), batch_size=4)
-        assert m.stats.runs >= 6

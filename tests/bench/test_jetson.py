@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from edgehal import jetson
+from edgehal.bench import jetson
+from edgehal.bench.jetson import (ClockStatus, JetsonInfo, PowerMode, TegrastatsSampler, detect_jetson,
+                                  jetson_info, parse_jetson_clocks, parse_nvpmodel, parse_tegrastats_line,
+                                  query_clocks, query_power_mode, summarize_power)
 from edgehal.errors import EdgehalError
-from edgehal.jetson import (ClockStatus, JetsonInfo, PowerMode, TegrastatsSampler, detect_jetson,
-                            jetson_info, parse_jetson_clocks, parse_l4t_release, parse_nvpmodel,
-                            parse_tegrastats_line, query_clocks, query_power_mode, summarize_power)
 
 # ---- tegrastats lines (verbatim) -------------------------------------------------
 
@@ -201,12 +201,6 @@ def test_summarize_power_without_usable_samples():
 
 
 # ---- detection, power mode and clocks ---------------------------------------------
-
-
-def test_parse_l4t_release():
-    assert parse_l4t_release(NANO_RELEASE) == "32.7.6"
-    assert parse_l4t_release("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic") == "36.4.3"
-    assert parse_l4t_release("Ubuntu 22.04") is None
 
 
 def test_detect_jetson_from_fixture_files(tmp_path):
