@@ -281,6 +281,15 @@ def checkpoint_metadata(ckpt: "LoadedCheckpoint") -> ArtifactMetadata:
 # Engine sidecars
 
 
+SIDECAR_SUFFIX = ".json"
+
+
+def engine_sidecar_path(engine: str | Path) -> Path:
+    """``model.plan`` -> ``model.plan.json``."""
+    p = Path(engine)
+    return p.with_name(p.name + SIDECAR_SUFFIX)
+
+
 def read_engine_sidecar(engine: str | Path) -> Any:
     """The build provenance beside ``engine`` (``model.plan.json``), with the edgehal
     metadata of the ONNX file it was built from and the engine's own precision."""

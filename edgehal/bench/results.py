@@ -19,7 +19,7 @@ FORMAT = "edgehal-bench/1"
 
 
 @dataclass(frozen=True)
-class Artifact:
+class ArtifactInfo:
     """One file to benchmark, with what its metadata says about it."""
 
     path: str
@@ -35,7 +35,7 @@ class Artifact:
 class BenchResult:
     """One artifact x backend x batch size x timing mode."""
 
-    artifact: Artifact
+    artifact: ArtifactInfo
     backend: str
     device: str
     batch_size: int

@@ -20,9 +20,11 @@ import numpy as np
 
 from edgehal.bench import jetson
 from edgehal.bench.options import BACKENDS, BenchOptions
-from edgehal.bench.results import Artifact, BenchReport, BenchResult
+from edgehal.bench.results import ArtifactInfo, BenchReport, BenchResult
 from edgehal.bench.timing import Clock, Stability, measure
+from edgehal.artifact import artifact_kind, engine_sidecar_path, read_artifact
 from edgehal.errors import EdgehalError
+from edgehal.fileio import sha256_file
 from edgehal.runtime.base import Runner, TensorSpec, format_shape
 from edgehal.runtime.loader import default_backend, open_runner
 
@@ -37,43 +39,28 @@ Opener = Callable[..., Runner]
 
 @dataclass(frozen=True)
 class Case:
-    artifact: Artifact
+    artifact: ArtifactInfo
     backend: str              # an explicit backend, or the loader's default for the file type
 
 
-def describe_artifact(path: str | Path, *, name: str | None = None) -> Artifact:
-    """Read the cheap metadata: ONNX ``edgehal.*`` props (no weights), or a checkpoint's hash."""
+def describe_artifact(path: str | Path, *, name: str | None = None) -> ArtifactInfo:
+    """What the artifact's edgehal metadata says about it (read without running it)."""
     p = Path(path)
+    kind = artifact_kind(p)
     if not p.is_file():
         raise EdgehalError(f"artifact {p}", "file not found")
-    suffix = p.suffix.lower()
-    if suffix not in ARTIFACT_SUFFIXES:
-        raise EdgehalError(f"artifact {p}", f"has an unknown type {suffix or '(no suffix)'}",
-                           f"one of {', '.join(ARTIFACT_SUFFIXES)}")
     label = name or p.name
-    if suffix == ".onnx":
-        from edgehal.export.metadata import PREFIX, props_of
-        import onnx
-
-        try:
-            model = onnx.load(str(p), load_external_data=False)
-        except Exception as exc:  # onnx raises DecodeError and friends
-            raise EdgehalError(f"ONNX model {p}",
-                               f"is corrupt or not an ONNX file ({exc.__class__.__name__})") from None
-        props = props_of(model)
-        if PREFIX + "format" not in props:
-            return Artifact(str(p), label, "onnx")
-        from edgehal.export.metadata import OnnxMetadata
-
-        meta = OnnxMetadata.from_props(props, what=f"ONNX model {p}")
-        return Artifact(str(p), label, "onnx", meta.aux, meta.precision, meta.full_manifest.model,
-                        meta.source_sha256 or meta.full_manifest.model)
-    if suffix in (".pt", ".pth"):
-        from edgehal.fileio import sha256_file
-
+    if kind == "engine" and not engine_sidecar_path(p).is_file():
+        return ArtifactInfo(str(p), label, "engine")  # a foreign engine: the runner says what it lacks
+    if kind == "checkpoint":
         # The checkpoint runs every head; its hash is what its ONNX exports record as source.
-        return Artifact(str(p), label, "checkpoint", None, None, None, sha256_file(p))
-    return Artifact(str(p), label, "engine")
+        # (The runner loads and checks it; hashing here keeps planning cheap.)
+        return ArtifactInfo(str(p), label, "checkpoint", None, None, None, sha256_file(p))
+    meta = read_artifact(p).metadata
+    if meta is None:
+        return ArtifactInfo(str(p), label, kind)
+    return ArtifactInfo(str(p), label, kind, meta.aux, meta.precision, meta.full_manifest.model,
+                        meta.source_sha256 or meta.full_manifest.model)
 
 
 def plan(artifacts: Sequence[str | Path], options: BenchOptions) -> list[Case]:

@@ -4,33 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgehal.artifact import SUFFIXES, artifact_kind
 from edgehal.errors import EdgehalError
 from edgehal.runtime.base import Runner
 
-#: Backend name -> the artifact suffixes it runs; the first backend of a suffix is its default.
-BACKEND_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "torch": (".pt", ".pth"),
-    "torch-compile": (".pt", ".pth"),
-    "ort-cpu": (".onnx",),
-    "ort-cuda": (".onnx",),
-    "ort-tensorrt": (".onnx",),
-    "tensorrt": (".plan", ".engine"),
+#: Backend name -> the kind of artifact it runs; the first backend of a kind is its default.
+BACKEND_KINDS: dict[str, str] = {
+    "torch": "checkpoint",
+    "torch-compile": "checkpoint",
+    "ort-cpu": "onnx",
+    "ort-cuda": "onnx",
+    "ort-tensorrt": "onnx",
+    "tensorrt": "engine",
 }
-BACKENDS = tuple(BACKEND_SUFFIXES)
-_SUFFIX_BACKENDS = {sfx: tuple(b for b, sfxs in BACKEND_SUFFIXES.items() if sfx in sfxs)
-                    for sfx in sorted({s for v in BACKEND_SUFFIXES.values() for s in v})}
+BACKENDS = tuple(BACKEND_KINDS)
+#: Backend name -> the file suffixes it runs.
+BACKEND_SUFFIXES: dict[str, tuple[str, ...]] = {
+    b: tuple(sfx for sfx, k in SUFFIXES.items() if k == kind) for b, kind in BACKEND_KINDS.items()}
 
 
-def artifact_kind(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in _SUFFIX_BACKENDS:
-        raise EdgehalError(f"artifact {path}", f"has an unknown suffix {suffix!r}",
-                           "a checkpoint (.pt), an ONNX file (.onnx) or a TensorRT engine (.plan/.engine)")
-    return suffix
+def backends_for(kind: str) -> tuple[str, ...]:
+    return tuple(b for b, k in BACKEND_KINDS.items() if k == kind)
 
 
 def default_backend(path: str | Path) -> str:
-    return _SUFFIX_BACKENDS[artifact_kind(path)][0]
+    return backends_for(artifact_kind(path))[0]
 
 
 def open_runner(path: str | Path, *, backend: str | None = None, threads: int | None = None,
@@ -41,9 +39,9 @@ def open_runner(path: str | Path, *, backend: str | None = None, threads: int | 
     backend = backend or default_backend(p)
     if backend not in BACKENDS:
         raise EdgehalError(f"backend {backend!r}", "is unknown", f"one of {list(BACKENDS)}")
-    if backend not in _SUFFIX_BACKENDS[kind]:
+    if BACKEND_KINDS[backend] != kind:
         raise EdgehalError(f"backend {backend!r}", f"cannot run a {kind} file ({p.name})",
-                           f"one of {list(_SUFFIX_BACKENDS[kind])}")
+                           f"one of {list(backends_for(kind))}")
     if not p.is_file():
         raise EdgehalError(f"artifact {p}", "file not found")
     if backend in ("torch", "torch-compile"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgehal.bench.options import BenchOptions
-from edgehal.bench.results import Artifact, BenchReport, BenchResult
+from edgehal.bench.results import ArtifactInfo, BenchReport, BenchResult
 from edgehal.bench.timing import LatencyStats, Stability
 from edgehal.runtime.onnxruntime import OnnxRuntimeRunner
 
@@ -87,7 +87,7 @@ def make_result():
         spread = 0.02 if stable else 0.4
         st = Stability((stats.median_ms,) * 3, (stats.throughput_per_s,) * 3, spread, spread, 0.1,
                        stable and not busy, 3, stable, 150.0 if busy else 0.5, busy)
-        art = Artifact(f"/x/{name}", name, "onnx", aux, precision, "mnist_hal", family)
+        art = ArtifactInfo(f"/x/{name}", name, "onnx", aux, precision, "mnist_hal", family)
         return BenchResult(art, backend, "cpu", batch, mode, stats, st, "perf_counter_ns",
                            {"requested": 1, "runner": 1}, power)
 

@@ -11,7 +11,7 @@ import pytest
 from edgehal.bench.jetson import PowerSummary
 from edgehal.bench.report import (CSV_COLUMNS, fmt_ms, fmt_rate, format_table, plot_latency,
                                   plot_throughput, to_json, write_reports)
-from edgehal.bench.results import Artifact, BenchReport, BenchResult
+from edgehal.bench.results import ArtifactInfo, BenchReport, BenchResult
 from edgehal.bench.timing import LatencyStats
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -25,7 +25,7 @@ def test_fmt_ms_keeps_four_significant_digits():
 
 def test_table_and_json_show_exports_against_their_checkpoint(report, make_result):
     timed = make_result("model.pt", None, 1, [0.4, 0.4], backend="torch")
-    ckpt = BenchResult(Artifact("/x/model.pt", "model.pt", "checkpoint", None, None, None, "fam"), "torch", "cpu",
+    ckpt = BenchResult(ArtifactInfo("/x/model.pt", "model.pt", "checkpoint", None, None, None, "fam"), "torch", "cpu",
                        1, "e2e", timed.stats, timed.stability, "perf_counter_ns", {})
     rep = BenchReport(report.options, report.machine, (ckpt, *report.results))
     table = format_table(rep)

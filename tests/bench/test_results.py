@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgehal.bench.results import Artifact, BenchReport, BenchResult, comparisons, vs_checkpoint
+from edgehal.bench.results import ArtifactInfo, BenchReport, BenchResult, comparisons, vs_checkpoint
 
 
 def test_kept_and_pruned_pair_within_one_checkpoint_only(report, make_result):
@@ -21,7 +21,7 @@ def test_kept_and_pruned_pair_within_one_checkpoint_only(report, make_result):
 
 def _checkpoint_result(make_result) -> BenchResult:
     timed = make_result("model.pt", None, 1, [0.4, 0.4], backend="torch")
-    return BenchResult(Artifact("/x/model.pt", "model.pt", "checkpoint", None, None, None, "fam"), "torch", "cpu",
+    return BenchResult(ArtifactInfo("/x/model.pt", "model.pt", "checkpoint", None, None, None, "fam"), "torch", "cpu",
                        1, "e2e", timed.stats, timed.stability, "perf_counter_ns", {})
 
 
