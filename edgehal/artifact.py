@@ -146,9 +146,14 @@ def onnx_metadata(model: Any, *, what: str = "ONNX model") -> ArtifactMetadata |
     return from_properties(_props_of(model), what=what)
 
 
-def write_onnx_metadata(model: Any, meta: ArtifactMetadata) -> None:
-    """Store ``meta`` in an ``onnx.ModelProto``'s ``metadata_props``, replacing earlier edgehal entries."""
-    keep = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(PREFIX)]
+def write_onnx_metadata(model: Any, meta: ArtifactMetadata, *, foreign_from: Any = None) -> None:
+    """Store ``meta`` in an ``onnx.ModelProto``'s ``metadata_props``, replacing earlier edgehal entries.
+
+    Properties that are not edgehal's are kept: the model's own, or those of
+    ``foreign_from`` (the source model of a tool that drops them, like onnxruntime's quantizer).
+    """
+    source = model if foreign_from is None else foreign_from
+    keep = [(p.key, p.value) for p in source.metadata_props if not p.key.startswith(PREFIX)]
     del model.metadata_props[:]
     for key, value in keep + sorted(to_properties(meta).items()):
         entry = model.metadata_props.add()

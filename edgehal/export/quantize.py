@@ -123,10 +123,9 @@ def quantize_int8(model_path: str | Path, output: str | Path, *, calib_data: str
         model = onnx.load(str(q))
     calibration = {"samples": len(x), "method": opts.method, "per_channel": opts.per_channel,
                    "source": str(calib_data), "symmetric": True}
-    # The quantizer drops metadata_props: carry over the source's own, then edgehal's with the new precision.
-    del model.metadata_props[:]
-    model.metadata_props.extend(onnx.load(str(src), load_external_data=False).metadata_props)
-    write_onnx_metadata(model, replace(meta, precision="int8", calibration=calibration))
+    # The quantizer drops the source's properties: carry them over, with edgehal's at the new precision.
+    write_onnx_metadata(model, replace(meta, precision="int8", calibration=calibration),
+                        foreign_from=onnx.load(str(src), load_external_data=False))
     onnx.checker.check_model(model, full_check=True)
     qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
     if not qdq:
