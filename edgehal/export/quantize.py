@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from edgehal.errors import EdgehalError
+from edgehal.export.graph import QDQ_OPS, iter_nodes, run_onnx
 from edgehal.export.metadata import props_of, read_metadata, write_props
 from edgehal.fileio import atomic_write_bytes
 
@@ -128,11 +129,10 @@ def quantize_int8(model_path: str | Path, output: str | Path, *, calib_data: str
     entry = model.metadata_props.add()
     entry.key, entry.value = "edgehal.calibration", __import__("json").dumps(calibration, sort_keys=True)
     onnx.checker.check_model(model, full_check=True)
-    qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+    qdq = sum(n.op_type in QDQ_OPS for n in iter_nodes(model.graph))
     if not qdq:
         raise EdgehalError(f"quantized model {output}", "has no QuantizeLinear/DequantizeLinear nodes")
     data = model.SerializeToString()
-    from edgehal.export.onnx import run_onnx
     run_onnx(data, {input_name: x[:2]})  # loads and runs in onnxruntime before it is written
     atomic_write_bytes(output, data)
     summary = {"path": str(output), "qdq_nodes": qdq, "bytes": len(data), "seconds": time.perf_counter() - t0,

@@ -8,7 +8,7 @@ import pytest
 
 from edgehal.errors import EdgehalError
 from edgehal.export.metadata import read_metadata
-from edgehal.export.onnx import ExportOptions, export_onnx, prune_outputs
+from edgehal.export.onnx import ExportOptions, export_onnx
 
 
 def _consumers_reach(model, name, outputs):
@@ -107,8 +107,6 @@ def test_bad_requests_write_nothing(digits_checkpoint, tmp_path):
         export_onnx(digits_checkpoint, out, options=ExportOptions(precision="fp16", atol=1e-9),
                     log=lambda _: None)
     assert not out.exists() and list(tmp_path.iterdir()) == []
-    with pytest.raises(EdgehalError, match="not an output"):
-        prune_outputs(onnx.ModelProto(), ["nothing"])
 
 
 def test_cli_corrupt_onnx_and_non_edgehal_checkpoint(tmp_path, digits_checkpoint):
