@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgehal.errors import EdgehalError
-from edgehal.export.tensorrt_plan import TensorInfo
+from edgehal.export.graph import TensorInfo, manifest_order, read_onnx_info
 from edgehal.fileio import atomic_write_text, atomic_write_with
 from edgehal.hierarchy import HeadManifest
 
@@ -104,8 +104,6 @@ def _read_source(path: Path) -> _Source:
         raise EdgehalError(f"model {path}", "file not found")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        from edgehal.export.tensorrt_plan import read_onnx_info
-
         info = read_onnx_info(path)
         if info.manifest is None:
             raise EdgehalError(f"ONNX model {path.name}", "has no edgehal head manifest in its metadata",
@@ -113,7 +111,7 @@ def _read_source(path: Path) -> _Source:
         return _Source(path, "onnxruntime_onnx", "model.onnx", info.manifest, info.inputs, info.outputs,
                        info.props, None)
     if suffix in (".plan", ".engine"):
-        from edgehal.export.tensorrt_provenance import read_sidecar, sidecar_path
+        from edgehal.export.tensorrt.provenance import read_sidecar, sidecar_path
 
         prov = read_sidecar(path)
         if prov.manifest is None:
@@ -126,13 +124,10 @@ def _read_source(path: Path) -> _Source:
     raise EdgehalError(f"model {path.name}", f"has suffix {path.suffix!r}", ".onnx, .plan or .engine")
 
 
-def _ordered_outputs(src: _Source) -> tuple[TensorInfo, ...]:
-    by_name = {t.name: t for t in src.outputs}
-    missing = [h for h in src.manifest.head_names if h not in by_name]
-    if missing:
-        raise EdgehalError(f"model {src.path.name}", f"head {missing[0]!r} of its manifest is not an output",
-                           f"outputs named after the heads {list(src.manifest.head_names)}")
-    return tuple(by_name[h] for h in src.manifest.head_names)
+def _served_outputs(src: _Source) -> tuple[TensorInfo, ...]:
+    """The heads, in manifest order: Triton serves what the manifest declares, nothing else."""
+    ordered = manifest_order(src.outputs, src.manifest, what=f"model {src.path.name}")
+    return ordered[:len(src.manifest.head_names)]
 
 
 def _resolve_max_batch(src: _Source, requested: int | None) -> int:
@@ -230,7 +225,7 @@ def export_triton(model: str | Path, *, repository: str | Path,
         raise EdgehalError(f"model name {name!r} (from {src.path.name})", "is not a valid model name",
                            "pass --name with letters, digits, '_', '.' and '-'")
     max_batch = _resolve_max_batch(src, options.max_batch_size)
-    outputs = _ordered_outputs(src)
+    outputs = _served_outputs(src)
 
     model_dir = Path(repository) / name
     version_dir = model_dir / "1"
@@ -247,7 +242,7 @@ def export_triton(model: str | Path, *, repository: str | Path,
         if "edgehal." + key in src.props:
             parameters["edgehal." + key] = src.props["edgehal." + key]
     if src.platform == "tensorrt_plan":
-        from edgehal.export.tensorrt_provenance import read_sidecar
+        from edgehal.export.tensorrt.provenance import read_sidecar
 
         prov = read_sidecar(src.path)
         parameters["edgehal.precision"] = prov.precision  # the engine's, not its source ONNX's

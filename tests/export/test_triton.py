@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 import trt_test_models as tm  # noqa: E402
 
 from edgehal.cli import main  # noqa: E402
 from edgehal.errors import EdgehalError  # noqa: E402
-from edgehal.export.tensorrt_plan import ProfileShape, TensorInfo  # noqa: E402
-from edgehal.export.tensorrt_provenance import EngineProvenance, write_sidecar  # noqa: E402
+from edgehal.export.graph import TensorInfo  # noqa: E402
+from edgehal.export.tensorrt.profile import ProfileShape  # noqa: E402
+from edgehal.export.tensorrt.provenance import EngineProvenance, write_sidecar  # noqa: E402
 from edgehal.export.triton import TritonOptions, export_triton, manifest_from_config  # noqa: E402
 from edgehal.fileio import sha256_file  # noqa: E402
 

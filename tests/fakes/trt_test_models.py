@@ -1,6 +1,6 @@
 """Tiny ONNX models for the TensorRT, inspect and Triton tests (built in seconds on a CPU).
 
-Not a test module: the TensorRT-related test files import it by path.
+Not a test module: the TensorRT, inspect and Triton test files import it from tests/fakes by path.
 """
 
 from __future__ import annotations

@@ -4,26 +4,36 @@
 TensorRT version, GPU name and compute capability, the L4T/JetPack release on
 a Jetson, precision, optimisation profile, head manifest and the source ONNX's
 sha256. Before an engine is deserialised, :func:`check_compatibility` compares
-it with this machine and, on a mismatch, says exactly what differs and gives
-the ``edgehal build-engine`` line that rebuilds it on the target, instead of
-TensorRT's "version tag does not match". Pure Python: no TensorRT needed.
+it with this machine (:func:`host_info`) and, on a mismatch, says exactly what
+differs and gives the ``edgehal build-engine`` line that rebuilds it on the
+target, instead of TensorRT's "version tag does not match". Only
+:func:`host_info` needs TensorRT (for its version) and a GPU.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from edgehal.errors import EdgehalError
-from edgehal.export.tensorrt_plan import ProfileShape, TensorInfo
+from edgehal.export.graph import TensorInfo
+from edgehal.export.tensorrt.library import import_tensorrt
+from edgehal.export.tensorrt.profile import ProfileShape
 from edgehal.fileio import atomic_write_text, sha256_file
 from edgehal.hierarchy import HeadManifest
+from edgehal.host import NV_TEGRA_RELEASE, parse_l4t_release
 
 SIDECAR_FORMAT = "edgehal-trt/1"
 SIDECAR_SUFFIX = ".json"
+
+
+# --------------------------------------------------------------------------
+# The machine
+
 
 @dataclass(frozen=True)
 class HostInfo:
@@ -32,7 +42,7 @@ class HostInfo:
     tensorrt_version: str
     gpu_name: str
     compute_capability: str  # "8.6"
-    l4t_release: str | None = None  # "R36.4.0" on a Jetson
+    l4t_release: str | None = None  # "36.4.0" on a Jetson (edgehal.host.parse_l4t_release)
     jetpack: str | None = None  # "6.1" when the nvidia-jetpack package says so
 
     @property
@@ -45,20 +55,56 @@ class HostInfo:
         return f"TensorRT {self.tensorrt_version} on {self.gpu_name} ({self.sm}{extra})"
 
 
-def parse_l4t_release(text: str) -> str | None:
-    """``R36.4.0`` from ``/etc/nv_tegra_release`` ("# R36 (release), REVISION: 4.0, ...")."""
-    import re
-
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)", text)
-    return f"R{m.group(1)}.{m.group(2)}" if m else None
-
-
 def parse_jetpack_version(dpkg_version: str) -> str | None:
     """``6.1`` from the ``nvidia-jetpack`` package version ("6.1+b123")."""
     import re
 
     m = re.match(r"\s*(\d+(?:\.\d+)*)", dpkg_version or "")
     return m.group(1) if m else None
+
+
+def _gpu_info(device_index: int) -> tuple[str, str]:
+    """(name, compute capability "8.6") of the CUDA device, through torch (always installed)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EdgehalError("CUDA GPU", "none is visible to this process",
+                           "TensorRT engines are built and run on an NVIDIA GPU; check `nvidia-smi` "
+                           "and CUDA_VISIBLE_DEVICES")
+    count = torch.cuda.device_count()
+    if not 0 <= device_index < count:
+        raise EdgehalError(f"GPU {device_index}", f"does not exist ({count} visible)",
+                           f"a device index 0..{count - 1}")
+    major, minor = torch.cuda.get_device_capability(device_index)
+    return torch.cuda.get_device_name(device_index), f"{major}.{minor}"
+
+
+def _jetson_info() -> tuple[str | None, str | None]:
+    """(L4T release, JetPack version) on a Jetson; (None, None) elsewhere."""
+    try:
+        l4t = parse_l4t_release(Path(NV_TEGRA_RELEASE).read_text(errors="replace"))
+    except OSError:
+        return None, None
+    jetpack = None
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"],
+                             capture_output=True, text=True, timeout=10, check=False)
+        jetpack = parse_jetpack_version(out.stdout) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return l4t, jetpack
+
+
+def host_info(*, device_index: int = 0) -> HostInfo:
+    """TensorRT version, GPU and (on a Jetson) L4T/JetPack release of this machine."""
+    trt = import_tensorrt()
+    name, cc = _gpu_info(device_index)
+    l4t, jetpack = _jetson_info()
+    return HostInfo(str(trt.__version__), name, cc, l4t, jetpack)
+
+
+# --------------------------------------------------------------------------
+# The sidecar
 
 
 @dataclass(frozen=True)
@@ -216,6 +262,11 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def _bare_l4t(release: str) -> str:
+    """``36.4.0`` from either form a sidecar may hold: bare, or ``R36.4.0`` as edgehal once wrote it."""
+    return release[1:] if release[:1] in ("R", "r") else release
+
+
 def _cc_tuple(cc: str) -> tuple[int, int]:
     major, _, minor = str(cc).partition(".")
     try:
@@ -261,7 +312,7 @@ def check_compatibility(provenance: EngineProvenance, host: HostInfo, *,
         warnings.append(f"TensorRT engine {Path(engine).name} was built on {built.gpu_name} and runs on "
                         f"{host.gpu_name}: same {host.sm}, but its kernels were timed on the other GPU; "
                         "rebuild on the target for its best speed")
-    if built.l4t_release and host.l4t_release and built.l4t_release != host.l4t_release:
+    if built.l4t_release and host.l4t_release and _bare_l4t(built.l4t_release) != _bare_l4t(host.l4t_release):
         warnings.append(f"TensorRT engine {Path(engine).name} was built on L4T {built.l4t_release}; "
                         f"this Jetson runs L4T {host.l4t_release}")
     return warnings
