@@ -34,6 +34,7 @@ from edgehal.manifest import HeadManifest, Preprocessing
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgehal.checkpoint import LoadedCheckpoint
+    from edgehal.export.tensorrt.provenance import EngineProvenance
 
 ONNX_FORMAT = "edgehal-onnx/1"
 PREFIX = "edgehal."
@@ -295,18 +296,51 @@ def engine_sidecar_path(engine: str | Path) -> Path:
     return p.with_name(p.name + SIDECAR_SUFFIX)
 
 
-def read_engine_sidecar(engine: str | Path) -> Any:
+def read_engine_sidecar(engine: str | Path) -> "EngineProvenance":
     """The build provenance beside ``engine`` (``model.plan.json``), with the edgehal
-    metadata of the ONNX file it was built from and the engine's own precision."""
-    from edgehal.export.tensorrt_provenance import read_sidecar
+    metadata of the ONNX file it was built from at the engine's own precision;
+    one clear error when it is missing or damaged."""
+    from edgehal.export.tensorrt.provenance import EngineProvenance
 
-    return read_sidecar(engine)
+    path = engine_sidecar_path(engine)
+    what = f"TensorRT engine {Path(engine).name}"
+    if not path.is_file():
+        raise EdgehalError(what, f"has no provenance sidecar {path.name}",
+                           "an engine built by `edgehal build-engine`, which writes the sidecar beside it; "
+                           "rebuild the engine on the target with `edgehal build-engine`")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EdgehalError(f"engine sidecar {path.name}", f"is not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise EdgehalError(f"engine sidecar {path.name}", "is not a JSON object")
+    return EngineProvenance.from_dict(raw, what=f"engine sidecar {path.name}")
+
+
+def write_engine_sidecar(engine: str | Path, provenance: "EngineProvenance") -> Path:
+    """Write the sidecar beside ``engine`` atomically; returns its path."""
+    from edgehal.fileio import atomic_write_text
+
+    path = engine_sidecar_path(engine)
+    atomic_write_text(path, json.dumps(provenance.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def engine_metadata_from_sidecar(d: Mapping[str, Any], *, precision: str, what: str) -> ArtifactMetadata | None:
-    """The ``metadata`` entry of a sidecar; sidecars of earlier releases copied the ONNX props instead."""
+    """The ``metadata`` entry of a sidecar, at the engine's precision; sidecars of
+    earlier releases copied the source ONNX's properties instead."""
     if d.get("metadata"):
-        return ArtifactMetadata.from_dict(d["metadata"], what=what).with_precision(precision)
-    props = d.get("onnx_props") or {}
-    meta = from_properties(props, what=what)
+        meta = ArtifactMetadata.from_dict(d["metadata"], what=what)
+    else:
+        meta = from_properties(d.get("onnx_props") or {}, what=what)
     return meta.with_precision(precision) if meta else None
+
+
+def manifest_from_properties(props: Mapping[str, str], *, what: str) -> HeadManifest | None:
+    """The head manifest of ``edgehal.*`` properties: from complete metadata, or from
+    a Triton config written before configs carried all of it (the manifest alone)."""
+    meta = from_properties(props, what=what)
+    if meta is not None:
+        return meta.manifest
+    raw = props.get(PREFIX + "manifest")
+    return HeadManifest.from_json(raw, what=f"{what}: manifest") if raw else None

@@ -366,7 +366,7 @@ def build_engine_cmd(model, output, precision, min_batch, opt_batch, max_batch, 
     import json
     from pathlib import Path
 
-    from edgehal.export.tensorrt_plan import EngineOptions, parse_dim_range, plan_build
+    from edgehal.export.tensorrt.plan import EngineOptions, parse_dim_range, plan_build
 
     ranges: dict[str, tuple[int, int, int]] = {}
     for text in dims:
@@ -383,7 +383,7 @@ def build_engine_cmd(model, output, precision, min_batch, opt_batch, max_batch, 
     if dry_run:
         click.echo(json.dumps(plan.to_dict(), indent=2))
         return
-    from edgehal.export.tensorrt import build_from_plan
+    from edgehal.export.tensorrt.build import build_from_plan
 
     result = build_from_plan(plan, output, device_index=device)
     prov = result.provenance

@@ -129,14 +129,48 @@ def _mentions(tree: ast.AST, names: set[str]) -> set[str]:
     return found
 
 
-def test_only_the_artifact_module_parses_metadata_props():
+def test_only_the_artifact_module_parses_metadata_props_and_sidecars():
     # Every other module goes through edgehal.artifact; a second parser is how formats drift apart.
     offenders = {}
     for path in EDGEHAL.rglob("*.py"):
         rel = path.relative_to(EDGEHAL).as_posix()
-        if rel in ("artifact.py", "export/metadata.py"):
+        if rel == "artifact.py":
             continue
-        hits = _mentions(ast.parse(path.read_text()), {"metadata_props", "custom_metadata_map"})
+        hits = _mentions(ast.parse(path.read_text()),
+                         {"metadata_props", "custom_metadata_map", "onnx_props", "SIDECAR_SUFFIX"})
         if hits:
             offenders[rel] = sorted(hits)
     assert offenders == {}
+
+
+def _engine_with_sidecar(tmp_path: Path) -> Path:
+    from edgehal.artifact import write_engine_sidecar
+    from edgehal.export.graph import TensorInfo
+    from edgehal.export.tensorrt.profile import ProfileShape
+    from edgehal.export.tensorrt.provenance import EngineProvenance
+
+    engine = tmp_path / "m.plan"
+    engine.write_bytes(b"engine bytes")
+    write_engine_sidecar(engine, EngineProvenance(
+        tensorrt_version="10.7.0", gpu_name="NVIDIA A10", compute_capability="8.6", precision="fp16",
+        profiles=(ProfileShape("x", (1, 4), (8, 4), (8, 4)),), inputs=(TensorInfo("x", "float32", (-1, 4)),),
+        outputs=(TensorInfo("main", "float32", (-1, 2)),), source_onnx="m.onnx", source_onnx_sha256="a" * 64,
+        engine_sha256=sha256_file(engine), metadata=_meta(precision="fp16", calibration=None)))
+    return engine
+
+
+def test_an_engine_is_read_with_its_sidecar_at_the_engines_precision(tmp_path):
+    engine = _engine_with_sidecar(tmp_path)
+    art = read_artifact(engine)
+    assert art.kind == "engine" and art.precision == "fp16" and art.engine.gpu_name == "NVIDIA A10"
+    assert art.metadata == _meta(precision="fp16", calibration=None)
+    # A sidecar of an earlier release copied the source ONNX's properties (fp32) instead of the metadata.
+    sidecar = tmp_path / "m.plan.json"
+    raw = json.loads(sidecar.read_text())
+    raw.pop("metadata")
+    raw["onnx_props"] = to_properties(_meta(precision="fp32", calibration=None))
+    sidecar.write_text(json.dumps(raw))
+    assert read_artifact(engine).metadata == _meta(precision="fp16", calibration=None)
+    sidecar.unlink()
+    with pytest.raises(EdgehalError, match="has no provenance sidecar m.plan.json"):
+        read_artifact(engine)

@@ -1,7 +1,7 @@
 """``edgehal inspect MODEL.onnx --target tensorrt``: will TensorRT build this graph?
 
 Runs anywhere (no TensorRT, no GPU): the graph is checked against TensorRT's
-published ONNX operator table (:mod:`edgehal.export.tensorrt_ops`). Findings:
+published ONNX operator table (:mod:`edgehal.export.tensorrt.ops`). Findings:
 
 - error: an operator the parser lacks, a data type TensorRT does not support
   for an operator's data input, a violated restriction the table states
@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgehal.export import tensorrt_ops as ops
-from edgehal.export.tensorrt_plan import DEFAULT_MAX_BATCH, default_dim_range, dim_keys, iter_nodes, load_onnx
+from edgehal.export.graph import iter_nodes, load_onnx, tensor_info
+from edgehal.export.tensorrt import ops
+from edgehal.export.tensorrt.profile import DEFAULT_MAX_BATCH, default_dim_range, dim_keys
 
 SEVERITIES = ("error", "warning", "info")
 TARGETS = ("tensorrt",)
@@ -90,16 +91,14 @@ def inspect_model(model: Any, *, path: str | Path = "model.onnx") -> InspectRepo
 def _manifest_of(model: Any):
     """The head manifest in the file's edgehal metadata, or None (no metadata, or unreadable metadata:
     that is ``edgehal export``'s concern, not TensorRT's)."""
+    from edgehal.artifact import onnx_metadata
     from edgehal.errors import EdgehalError
-    from edgehal.export.metadata import PREFIX, OnnxMetadata, props_of
 
-    props = {k: v for k, v in props_of(model).items() if k.startswith(PREFIX)}
-    if not props.get(PREFIX + "format"):
-        return None
     try:
-        return OnnxMetadata.from_props(props, what="ONNX model").manifest
+        meta = onnx_metadata(model)
     except EdgehalError:
         return None
+    return meta.manifest if meta else None
 
 
 def _node_label(node: Any) -> str:
@@ -171,8 +170,6 @@ class _Checker:
                               f"{ops.MIN_OPSET}..{ops.MAX_OPSET}; re-export with an opset in that range")
 
     def check_inputs(self) -> Iterator[Finding]:
-        from edgehal.export.tensorrt_plan import tensor_info
-
         for vi in self.model.graph.input:
             if vi.name not in self.graph_inputs:
                 continue

@@ -5,7 +5,8 @@ removes the auxiliary outputs *on the graph* and then every node and
 initializer that only they needed, and proves the main output is bit-for-bit
 the one of the kept graph. Before anything is written the model passes
 ``onnx.checker`` (full check), strict shape inference, and a comparison of
-onnxruntime against PyTorch on real inputs.
+onnxruntime against PyTorch on real inputs. The graph surgery and checks
+themselves are generic and live in :mod:`edgehal.export.graph`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ import torch
 from edgehal.checkpoint import LoadedCheckpoint, load_checkpoint, versions
 from edgehal.artifact import ArtifactMetadata, write_onnx_metadata
 from edgehal.errors import EdgehalError
+from edgehal.export.graph import check_model, prune_outputs, run_onnx, to_fp16
 from edgehal.fileio import atomic_write_bytes, sha256_file
 from edgehal.hierarchy import HeadManifest
 from edgehal.nets.base import ExportWrapper
@@ -80,128 +82,6 @@ class ExportReport:
             out.append(f"  {name}: max |onnxruntime - pytorch| = {diff:.3g} (tolerance {self.atol:g})")
         out.extend(f"  {n}" for n in self.notes)
         return out
-
-
-# --------------------------------------------------------------------------
-# Graph surgery
-
-
-def prune_outputs(model, keep: Iterable[str]):
-    """A copy of ``model`` returning only ``keep``, without nodes/initializers only the others needed."""
-    import onnx
-
-    keep = list(keep)
-    pruned = onnx.ModelProto()
-    pruned.CopyFrom(model)
-    graph = pruned.graph
-    names = [o.name for o in graph.output]
-    missing = [k for k in keep if k not in names]
-    if missing:
-        raise EdgehalError(f"output {missing[0]!r}", "is not an output of the graph", f"one of {names}")
-    outputs = [o for o in graph.output if o.name in keep]
-    del graph.output[:]
-    graph.output.extend(outputs)
-
-    needed = set(keep)
-    live = []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output if o):
-            live.append(node)
-            needed.update(i for i in node.input if i)
-            needed.update(_subgraph_inputs(node))
-    live.reverse()
-    del graph.node[:]
-    graph.node.extend(live)
-    inits = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-    infos = [v for v in graph.value_info if v.name in needed]
-    del graph.value_info[:]
-    graph.value_info.extend(infos)
-    return pruned
-
-
-def _subgraph_inputs(node) -> set[str]:
-    """Names a control-flow node's subgraphs read from the outer scope (conservatively: all inputs)."""
-    import onnx
-
-    names: set[str] = set()
-    for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for g in graphs:
-            for n in g.node:
-                names.update(i for i in n.input if i)
-                for a in n.attribute:
-                    if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                        names |= _subgraph_inputs(n)
-    return names
-
-
-def to_fp16(model):
-    """FP16 weights and activations with FP32 inputs and outputs (onnxruntime's converter)."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
-    return topological_sort(converted)
-
-
-def topological_sort(model):
-    """Reorder nodes so each comes after its producers (the FP16 converter appends its input casts).
-
-    Kahn's algorithm, stable: among ready nodes the original order is kept.
-    """
-    import heapq
-
-    graph = model.graph
-    nodes = list(graph.node)
-    produced_by = {o: i for i, n in enumerate(nodes) for o in n.output if o}
-    deps = [{produced_by[name] for name in list(n.input) + sorted(_subgraph_inputs(n))
-             if name in produced_by and produced_by[name] != i} for i, n in enumerate(nodes)]
-    users: dict[int, list[int]] = {}
-    for i, d in enumerate(deps):
-        for j in d:
-            users.setdefault(j, []).append(i)
-    waiting = [len(d) for d in deps]
-    ready = [i for i, w in enumerate(waiting) if w == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for u in users.get(i, []):
-            waiting[u] -= 1
-            if waiting[u] == 0:
-                heapq.heappush(ready, u)
-    if len(order) != len(nodes):
-        raise EdgehalError("ONNX graph", "has a cycle", "a directed acyclic graph")
-    copies = []
-    for i in order:
-        c = type(nodes[i])()
-        c.CopyFrom(nodes[i])
-        copies.append(c)
-    del graph.node[:]
-    graph.node.extend(copies)
-    return model
-
-
-def check_model(model, *, what: str):
-    """``onnx.checker`` full check and strict shape inference; returns the inferred model."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(model, full_check=True)
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise EdgehalError(what, f"fails the ONNX checker ({str(exc).splitlines()[0][:200]})") from None
-
-
-def run_onnx(model_bytes: bytes, feed: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict:
-    from edgehal.runtime.onnxruntime import OnnxRuntimeRunner
-
-    with OnnxRuntimeRunner(model_bytes, providers=["cpu"]) as runner:
-        return runner.infer(feed, outputs=outputs)
 
 
 # --------------------------------------------------------------------------

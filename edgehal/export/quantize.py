@@ -18,6 +18,7 @@ import numpy as np
 
 from edgehal.artifact import read_artifact, write_onnx_metadata
 from edgehal.errors import EdgehalError
+from edgehal.export.graph import QDQ_OPS, iter_nodes, run_onnx
 from edgehal.fileio import atomic_write_bytes
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
@@ -127,11 +128,10 @@ def quantize_int8(model_path: str | Path, output: str | Path, *, calib_data: str
     write_onnx_metadata(model, replace(meta, precision="int8", calibration=calibration),
                         foreign_from=onnx.load(str(src), load_external_data=False))
     onnx.checker.check_model(model, full_check=True)
-    qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+    qdq = sum(n.op_type in QDQ_OPS for n in iter_nodes(model.graph))
     if not qdq:
         raise EdgehalError(f"quantized model {output}", "has no QuantizeLinear/DequantizeLinear nodes")
     data = model.SerializeToString()
-    from edgehal.export.onnx import run_onnx
     run_onnx(data, {input_name: x[:2]})  # loads and runs in onnxruntime before it is written
     atomic_write_bytes(output, data)
     summary = {"path": str(output), "qdq_nodes": qdq, "bytes": len(data), "seconds": time.perf_counter() - t0,

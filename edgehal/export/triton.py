@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from edgehal.artifact import ArtifactMetadata, manifest_from_properties, to_properties
 from edgehal.errors import EdgehalError
-from edgehal.export.tensorrt_plan import TensorInfo
+from edgehal.export.graph import TensorInfo, manifest_order, read_onnx_info
 from edgehal.fileio import atomic_write_text, atomic_write_with
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest
 
 KINDS = ("KIND_GPU", "KIND_CPU")
 DEFAULT_ONNX_MAX_BATCH = 8
@@ -94,7 +95,7 @@ class _Source:
     manifest: HeadManifest
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
-    props: Mapping[str, str]
+    metadata: ArtifactMetadata
     batch_max: int | None  # the engine profile's largest batch (plans only)
     sidecar: Path | None = None
 
@@ -104,35 +105,30 @@ def _read_source(path: Path) -> _Source:
         raise EdgehalError(f"model {path}", "file not found")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        from edgehal.export.tensorrt_plan import read_onnx_info
-
         info = read_onnx_info(path)
         if info.manifest is None:
             raise EdgehalError(f"ONNX model {path.name}", "has no edgehal head manifest in its metadata",
                                "a model written by `edgehal export`, whose outputs are named after its heads")
         return _Source(path, "onnxruntime_onnx", "model.onnx", info.manifest, info.inputs, info.outputs,
-                       info.props, None)
+                       info.metadata, None)
     if suffix in (".plan", ".engine"):
-        from edgehal.export.tensorrt_provenance import read_sidecar, sidecar_path
+        from edgehal.artifact import engine_sidecar_path, read_engine_sidecar
 
-        prov = read_sidecar(path)
+        prov = read_engine_sidecar(path)
         if prov.manifest is None:
             raise EdgehalError(f"TensorRT engine {path.name}", "has no head manifest in its sidecar",
                                "an engine built by `edgehal build-engine` from an `edgehal export` ONNX")
         batch = prov.batch_range
         return _Source(path, "tensorrt_plan", "model.plan", prov.manifest, prov.inputs, prov.outputs,
-                       prov.onnx_props, batch[1] if batch and prov.inputs[0].shape[0] < 0 else None,
-                       sidecar_path(path))
+                       prov.metadata, batch[1] if batch and prov.inputs[0].shape[0] < 0 else None,
+                       engine_sidecar_path(path))
     raise EdgehalError(f"model {path.name}", f"has suffix {path.suffix!r}", ".onnx, .plan or .engine")
 
 
-def _ordered_outputs(src: _Source) -> tuple[TensorInfo, ...]:
-    by_name = {t.name: t for t in src.outputs}
-    missing = [h for h in src.manifest.head_names if h not in by_name]
-    if missing:
-        raise EdgehalError(f"model {src.path.name}", f"head {missing[0]!r} of its manifest is not an output",
-                           f"outputs named after the heads {list(src.manifest.head_names)}")
-    return tuple(by_name[h] for h in src.manifest.head_names)
+def _served_outputs(src: _Source) -> tuple[TensorInfo, ...]:
+    """The heads, in manifest order: Triton serves what the manifest declares, nothing else."""
+    ordered = manifest_order(src.outputs, src.manifest, what=f"model {src.path.name}")
+    return ordered[:len(src.manifest.head_names)]
 
 
 def _resolve_max_batch(src: _Source, requested: int | None) -> int:
@@ -230,7 +226,7 @@ def export_triton(model: str | Path, *, repository: str | Path,
         raise EdgehalError(f"model name {name!r} (from {src.path.name})", "is not a valid model name",
                            "pass --name with letters, digits, '_', '.' and '-'")
     max_batch = _resolve_max_batch(src, options.max_batch_size)
-    outputs = _ordered_outputs(src)
+    outputs = _served_outputs(src)
 
     model_dir = Path(repository) / name
     version_dir = model_dir / "1"
@@ -242,16 +238,12 @@ def export_triton(model: str | Path, *, repository: str | Path,
             labels[head.name] = fname
             label_paths.append(model_dir / fname)
             atomic_write_text(model_dir / fname, "\n".join(head.class_names) + "\n")
-    parameters = {"edgehal.manifest": src.manifest.to_json()}
-    for key in ("preprocessing", "aux", "precision"):
-        if "edgehal." + key in src.props:
-            parameters["edgehal." + key] = src.props["edgehal." + key]
+    # Everything the artifact records (an engine's at the engine's own precision), calibration included.
+    parameters = to_properties(src.metadata)
     if src.platform == "tensorrt_plan":
-        from edgehal.export.tensorrt_provenance import read_sidecar
+        from edgehal.artifact import read_engine_sidecar
 
-        prov = read_sidecar(src.path)
-        parameters["edgehal.precision"] = prov.precision  # the engine's, not its source ONNX's
-        parameters["edgehal.engine_built_on"] = prov.built_on.describe()
+        parameters["edgehal.engine_built_on"] = read_engine_sidecar(src.path).built_on.describe()
 
     target = version_dir / src.filename
     atomic_write_with(target, lambda tmp: shutil.copyfile(src.path, tmp))
@@ -272,8 +264,6 @@ def export_triton(model: str | Path, *, repository: str | Path,
 
 def manifest_from_config(parameters: Mapping[str, Any]) -> HeadManifest | None:
     """The head manifest from a parsed config's ``parameters`` (``{key: string_value}`` or protobuf)."""
-    raw = parameters.get("edgehal.manifest")
-    if raw is None:
-        return None
-    text = getattr(raw, "string_value", raw)
-    return HeadManifest.from_json(text if isinstance(text, str) else json.dumps(text))
+    props = {k: getattr(v, "string_value", v) for k, v in parameters.items()}
+    return manifest_from_properties({k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()},
+                                    what="Triton config parameters")

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 import trt_test_models as tm  # noqa: E402
 
 from edgehal.cli import main  # noqa: E402
@@ -121,7 +121,7 @@ def _export(model, manifest):
 
 @pytest.mark.parametrize("name", _registered())
 def test_every_registered_model_builds_kept_and_pruned(name):
-    from edgehal.export.onnx import prune_outputs
+    from edgehal.export.graph import prune_outputs
     from edgehal.nets.registry import create_model, model_parameters
 
     required = [k for k, p in model_parameters(name).items() if p.default is p.empty]

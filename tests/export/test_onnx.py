@@ -7,8 +7,8 @@ import onnxruntime as ort
 import pytest
 
 from edgehal.errors import EdgehalError
-from edgehal.export.metadata import read_metadata
-from edgehal.export.onnx import ExportOptions, export_onnx, prune_outputs
+from edgehal.artifact import read_artifact
+from edgehal.export.onnx import ExportOptions, export_onnx
 
 
 def _consumers_reach(model, name, outputs):
@@ -61,14 +61,14 @@ def test_plain_onnxruntime_gives_the_checkpoint_error_rate(mnist_checkpoint, mni
 
 def test_metadata_carries_the_manifest_and_provenance(mnist_checkpoint, mnist_exports):
     from edgehal.fileio import sha256_file
-    meta = read_metadata(mnist_exports["keep"])
+    meta = read_artifact(mnist_exports["keep"]).require_metadata()
     assert meta.manifest.head_names == ("logits", "aux_case1")
     assert meta.manifest.head("aux_case1").parent_map == (1, 1, 1, 1, 1, 0, 0, 0, 0, 0)
     assert meta.preprocessing.layout == "NCHW" and len(meta.preprocessing.mean) == 1
     assert meta.source_sha256 == sha256_file(mnist_checkpoint)
     assert meta.metrics["test"]["logits"] is not None
     assert {"torch", "onnx", "onnxruntime", "edgehal"} <= set(meta.versions)
-    pruned = read_metadata(mnist_exports["prune"])
+    pruned = read_artifact(mnist_exports["prune"]).require_metadata()
     assert pruned.aux == "prune" and pruned.manifest.head_names == ("logits",)
     assert pruned.full_manifest.head_names == ("logits", "aux_case1")
 
@@ -94,7 +94,7 @@ def test_fixed_batch_fp16_and_opset(digits_checkpoint, tmp_path):
     assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # FP32 I/O
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
-    assert read_metadata(out).precision == "fp16"
+    assert read_artifact(out).require_metadata().precision == "fp16"
 
 
 def test_bad_requests_write_nothing(digits_checkpoint, tmp_path):
@@ -107,15 +107,13 @@ def test_bad_requests_write_nothing(digits_checkpoint, tmp_path):
         export_onnx(digits_checkpoint, out, options=ExportOptions(precision="fp16", atol=1e-9),
                     log=lambda _: None)
     assert not out.exists() and list(tmp_path.iterdir()) == []
-    with pytest.raises(EdgehalError, match="not an output"):
-        prune_outputs(onnx.ModelProto(), ["nothing"])
 
 
 def test_cli_corrupt_onnx_and_non_edgehal_checkpoint(tmp_path, digits_checkpoint):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage" * 10)
     with pytest.raises(EdgehalError, match="corrupt or not an ONNX file"):
-        read_metadata(bad)
+        read_artifact(bad).require_metadata()
     import torch
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)

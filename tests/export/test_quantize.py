@@ -3,7 +3,7 @@ import onnx
 import pytest
 
 from edgehal.errors import EdgehalError
-from edgehal.export.metadata import read_metadata
+from edgehal.artifact import read_artifact
 from edgehal.export.onnx import ExportOptions, export_onnx
 from edgehal.export.quantize import QuantizeOptions, quantize_int8
 
@@ -12,7 +12,7 @@ def test_int8_has_explicit_symmetric_qdq_and_metadata(mnist_exports):
     m = onnx.load(mnist_exports["int8"])
     ops = [n.op_type for n in m.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    assert read_metadata(mnist_exports["int8"]).precision == "int8"
+    assert read_artifact(mnist_exports["int8"]).require_metadata().precision == "int8"
     props = {p.key: p.value for p in m.metadata_props}
     assert '"per_channel": true' in props["edgehal.calibration"]
     # TensorRT needs zero points of 0 (symmetric)

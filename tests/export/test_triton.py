@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 import trt_test_models as tm  # noqa: E402
 
 from edgehal.cli import main  # noqa: E402
 from edgehal.errors import EdgehalError  # noqa: E402
-from edgehal.export.tensorrt_plan import ProfileShape, TensorInfo  # noqa: E402
-from edgehal.export.tensorrt_provenance import EngineProvenance, write_sidecar  # noqa: E402
+from edgehal.export.graph import TensorInfo  # noqa: E402
+from edgehal.export.tensorrt.profile import ProfileShape  # noqa: E402
+from edgehal.artifact import write_engine_sidecar  # noqa: E402
+from edgehal.export.tensorrt.provenance import EngineProvenance  # noqa: E402
 from edgehal.export.triton import TritonOptions, export_triton, manifest_from_config  # noqa: E402
 from edgehal.fileio import sha256_file  # noqa: E402
 
@@ -52,8 +54,8 @@ def fake_engine(tmp_path: Path, *, dynamic: bool = True) -> Path:
         inputs=(TensorInfo("input", "float32", (-1 if dynamic else 1, 1, 28, 28)),),
         outputs=(TensorInfo("parity", "float32", (-1, 2)), TensorInfo("digit", "float32", (-1, 10))),
         source_onnx="mnist_kept.onnx", source_onnx_sha256="a" * 64, engine_sha256=sha256_file(engine),
-        manifest=tm.manifest(), onnx_props={"edgehal.aux": "keep", "edgehal.preprocessing": '{"layout": "NCHW"}'})
-    write_sidecar(engine, prov)
+        metadata=tm.metadata(precision="fp16"))
+    write_engine_sidecar(engine, prov)
     return engine
 
 

@@ -175,7 +175,8 @@ def test_building_frames_are_the_running_mean_and_rms_spread_of_training_coordin
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_onnx_export_is_an_unroll_that_onnxruntime_runs_like_pytorch(cell):
     from edgehal.export.inspect import inspect_model
-    from edgehal.export.onnx import ExportOptions, _torch_export, check_model, prune_outputs
+    from edgehal.export.graph import check_model, prune_outputs
+    from edgehal.export.onnx import ExportOptions, _torch_export
 
     m = _model(cell=cell, hidden_size=24).eval()
     for p in m.cell.parameters():     # larger than the init, so the gates saturate somewhere

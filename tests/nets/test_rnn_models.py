@@ -141,7 +141,7 @@ def test_classifier_exports_with_heads_and_matches(cell):
     data = _export(ExportWrapper(model, heads), torch.randint(0, 256, (2, 1, 28, 28)).float(), heads, dynamic)
     _check_graph(data, cell, layers=model.rnn.num_layers)
     from edgehal.export.inspect import inspect_model
-    from edgehal.export.onnx import prune_outputs
+    from edgehal.export.graph import prune_outputs
 
     proto = onnx.load_from_string(data)
     for graph in (proto, prune_outputs(proto, ["logits"])):        # `edgehal inspect --target tensorrt`
@@ -212,7 +212,7 @@ def test_export_has_a_dynamic_sequence_that_tensorrt_planning_profiles(tmp_path)
     from edgehal.checkpoint import load_checkpoint
     from edgehal.export.inspect import inspect_tensorrt
     from edgehal.export.onnx import ExportOptions, export_onnx
-    from edgehal.export.tensorrt_plan import EngineOptions, plan_build
+    from edgehal.export.tensorrt.plan import EngineOptions, plan_build
 
     ckpt = _train_rows_smoke(tmp_path)
     out = tmp_path / "rows.prune.onnx"

@@ -4,26 +4,36 @@
 TensorRT version, GPU name and compute capability, the L4T/JetPack release on
 a Jetson, precision, optimisation profile, head manifest and the source ONNX's
 sha256. Before an engine is deserialised, :func:`check_compatibility` compares
-it with this machine and, on a mismatch, says exactly what differs and gives
-the ``edgehal build-engine`` line that rebuilds it on the target, instead of
-TensorRT's "version tag does not match". Pure Python: no TensorRT needed.
+it with this machine (:func:`host_info`) and, on a mismatch, says exactly what
+differs and gives the ``edgehal build-engine`` line that rebuilds it on the
+target, instead of TensorRT's "version tag does not match". Only
+:func:`host_info` needs TensorRT (for its version) and a GPU.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from edgehal.artifact import ArtifactMetadata, engine_metadata_from_sidecar, engine_sidecar_path
 from edgehal.errors import EdgehalError
-from edgehal.export.tensorrt_plan import ProfileShape, TensorInfo
-from edgehal.fileio import atomic_write_text, sha256_file
-from edgehal.hierarchy import HeadManifest
+from edgehal.export.graph import TensorInfo
+from edgehal.export.tensorrt.library import import_tensorrt
+from edgehal.export.tensorrt.profile import ProfileShape
+from edgehal.fileio import sha256_file
+from edgehal.manifest import HeadManifest
+from edgehal.host import NV_TEGRA_RELEASE, parse_l4t_release
 
 SIDECAR_FORMAT = "edgehal-trt/1"
-SIDECAR_SUFFIX = ".json"
+
+
+# --------------------------------------------------------------------------
+# The machine
+
 
 @dataclass(frozen=True)
 class HostInfo:
@@ -32,7 +42,7 @@ class HostInfo:
     tensorrt_version: str
     gpu_name: str
     compute_capability: str  # "8.6"
-    l4t_release: str | None = None  # "R36.4.0" on a Jetson
+    l4t_release: str | None = None  # "36.4.0" on a Jetson (edgehal.host.parse_l4t_release)
     jetpack: str | None = None  # "6.1" when the nvidia-jetpack package says so
 
     @property
@@ -45,20 +55,56 @@ class HostInfo:
         return f"TensorRT {self.tensorrt_version} on {self.gpu_name} ({self.sm}{extra})"
 
 
-def parse_l4t_release(text: str) -> str | None:
-    """``R36.4.0`` from ``/etc/nv_tegra_release`` ("# R36 (release), REVISION: 4.0, ...")."""
-    import re
-
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)", text)
-    return f"R{m.group(1)}.{m.group(2)}" if m else None
-
-
 def parse_jetpack_version(dpkg_version: str) -> str | None:
     """``6.1`` from the ``nvidia-jetpack`` package version ("6.1+b123")."""
     import re
 
     m = re.match(r"\s*(\d+(?:\.\d+)*)", dpkg_version or "")
     return m.group(1) if m else None
+
+
+def _gpu_info(device_index: int) -> tuple[str, str]:
+    """(name, compute capability "8.6") of the CUDA device, through torch (always installed)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EdgehalError("CUDA GPU", "none is visible to this process",
+                           "TensorRT engines are built and run on an NVIDIA GPU; check `nvidia-smi` "
+                           "and CUDA_VISIBLE_DEVICES")
+    count = torch.cuda.device_count()
+    if not 0 <= device_index < count:
+        raise EdgehalError(f"GPU {device_index}", f"does not exist ({count} visible)",
+                           f"a device index 0..{count - 1}")
+    major, minor = torch.cuda.get_device_capability(device_index)
+    return torch.cuda.get_device_name(device_index), f"{major}.{minor}"
+
+
+def _jetson_info() -> tuple[str | None, str | None]:
+    """(L4T release, JetPack version) on a Jetson; (None, None) elsewhere."""
+    try:
+        l4t = parse_l4t_release(Path(NV_TEGRA_RELEASE).read_text(errors="replace"))
+    except OSError:
+        return None, None
+    jetpack = None
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"],
+                             capture_output=True, text=True, timeout=10, check=False)
+        jetpack = parse_jetpack_version(out.stdout) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return l4t, jetpack
+
+
+def host_info(*, device_index: int = 0) -> HostInfo:
+    """TensorRT version, GPU and (on a Jetson) L4T/JetPack release of this machine."""
+    trt = import_tensorrt()
+    name, cc = _gpu_info(device_index)
+    l4t, jetpack = _jetson_info()
+    return HostInfo(str(trt.__version__), name, cc, l4t, jetpack)
+
+
+# --------------------------------------------------------------------------
+# The sidecar
 
 
 @dataclass(frozen=True)
@@ -75,8 +121,7 @@ class EngineProvenance:
     source_onnx: str
     source_onnx_sha256: str
     engine_sha256: str
-    manifest: HeadManifest | None = None
-    onnx_props: Mapping[str, str] = field(default_factory=dict)
+    metadata: ArtifactMetadata | None = None
     l4t_release: str | None = None
     jetpack: str | None = None
     dla_core: int | None = None
@@ -87,6 +132,10 @@ class EngineProvenance:
     built_at: str = ""
     edgehal_version: str = ""
     format: str = SIDECAR_FORMAT
+
+    @property
+    def manifest(self) -> HeadManifest | None:
+        return self.metadata.manifest if self.metadata else None
 
     @property
     def built_on(self) -> HostInfo:
@@ -128,8 +177,9 @@ class EngineProvenance:
             "profiles": [p.to_dict() for p in self.profiles],
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
-            "manifest": self.manifest.to_dict() if self.manifest else None,
-            "onnx_props": dict(self.onnx_props),
+            # The source ONNX's edgehal metadata at the engine's precision: what parity, serve and
+            # export-triton read about the engine (the same record an ONNX file carries).
+            "metadata": self.metadata.to_dict() if self.metadata else None,
             "source_onnx": self.source_onnx,
             "source_onnx_sha256": self.source_onnx_sha256,
             "engine_sha256": self.engine_sha256,
@@ -160,8 +210,7 @@ class EngineProvenance:
                 source_onnx=str(d["source_onnx"]),
                 source_onnx_sha256=str(d["source_onnx_sha256"]),
                 engine_sha256=str(d["engine_sha256"]),
-                manifest=HeadManifest.from_dict(d["manifest"]) if d.get("manifest") else None,
-                onnx_props=dict(d.get("onnx_props") or {}),
+                metadata=engine_metadata_from_sidecar(d, precision=str(d["precision"]), what=what),
                 l4t_release=d.get("l4t_release"),
                 jetpack=d.get("jetpack"),
                 dla_core=d.get("dla_core"),
@@ -177,35 +226,6 @@ class EngineProvenance:
                                "the JSON `edgehal build-engine` writes beside the engine") from None
 
 
-def sidecar_path(engine: str | Path) -> Path:
-    """``model.plan`` -> ``model.plan.json``."""
-    p = Path(engine)
-    return p.with_name(p.name + SIDECAR_SUFFIX)
-
-
-def write_sidecar(engine: str | Path, provenance: EngineProvenance) -> Path:
-    path = sidecar_path(engine)
-    atomic_write_text(path, provenance.to_json())
-    return path
-
-
-def read_sidecar(engine: str | Path) -> EngineProvenance:
-    """The provenance of ``engine``, or one clear error when it is missing or damaged."""
-    path = sidecar_path(engine)
-    what = f"TensorRT engine {Path(engine).name}"
-    if not path.is_file():
-        raise EdgehalError(what, f"has no provenance sidecar {path.name}",
-                           "an engine built by `edgehal build-engine`, which writes the sidecar beside it; "
-                           "rebuild the engine on the target with `edgehal build-engine`")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgehalError(f"engine sidecar {path.name}", f"is not valid JSON ({exc.__class__.__name__})") from None
-    if not isinstance(raw, dict):
-        raise EdgehalError(f"engine sidecar {path.name}", "is not a JSON object")
-    return EngineProvenance.from_dict(raw, what=f"engine sidecar {path.name}")
-
-
 def _version_tuple(version: str) -> tuple[int, ...]:
     parts = []
     for piece in str(version).split("."):
@@ -214,6 +234,11 @@ def _version_tuple(version: str) -> tuple[int, ...]:
             break
         parts.append(int(digits))
     return tuple(parts)
+
+
+def _bare_l4t(release: str) -> str:
+    """``36.4.0`` from either form a sidecar may hold: bare, or ``R36.4.0`` as edgehal once wrote it."""
+    return release[1:] if release[:1] in ("R", "r") else release
 
 
 def _cc_tuple(cc: str) -> tuple[int, int]:
@@ -261,7 +286,7 @@ def check_compatibility(provenance: EngineProvenance, host: HostInfo, *,
         warnings.append(f"TensorRT engine {Path(engine).name} was built on {built.gpu_name} and runs on "
                         f"{host.gpu_name}: same {host.sm}, but its kernels were timed on the other GPU; "
                         "rebuild on the target for its best speed")
-    if built.l4t_release and host.l4t_release and built.l4t_release != host.l4t_release:
+    if built.l4t_release and host.l4t_release and _bare_l4t(built.l4t_release) != _bare_l4t(host.l4t_release):
         warnings.append(f"TensorRT engine {Path(engine).name} was built on L4T {built.l4t_release}; "
                         f"this Jetson runs L4T {host.l4t_release}")
     return warnings
@@ -275,6 +300,6 @@ def check_engine_file(provenance: EngineProvenance, engine: str | Path) -> None:
     digest = sha256_file(p)
     if digest != provenance.engine_sha256:
         raise EdgehalError(f"TensorRT engine {p.name}",
-                           f"does not match its sidecar {sidecar_path(p).name} (sha256 {digest[:12]}..., "
+                           f"does not match its sidecar {engine_sidecar_path(p).name} (sha256 {digest[:12]}..., "
                            f"sidecar says {provenance.engine_sha256[:12]}...)",
                            "the engine and the sidecar that `edgehal build-engine` wrote together; rebuild it")

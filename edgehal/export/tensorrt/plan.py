@@ -3,12 +3,14 @@
 ``edgehal build-engine`` turns an ONNX file and :class:`EngineOptions` into a
 :class:`BuildPlan` here, on any machine: precision choices, the optimisation
 profile checked against the ONNX input shapes, DLA options, and TensorRT's
-parser support table. Only a valid plan reaches :mod:`edgehal.export.tensorrt`,
-the thin module that calls TensorRT, so an impossible request is one clear
-``EdgehalError`` before anything is built.
+parser support table (through :mod:`edgehal.export.inspect`). Only a valid
+plan reaches :mod:`edgehal.export.tensorrt.build`, the thin module that calls
+TensorRT, so an impossible request is one clear ``EdgehalError`` before
+anything is built.
 
-The engine's provenance sidecar and the check before loading live in
-:mod:`edgehal.export.tensorrt_provenance`.
+The profile rules shared with the sidecar and the runner are in
+:mod:`edgehal.export.tensorrt.profile`; the engine's provenance sidecar and
+the check before loading in :mod:`edgehal.export.tensorrt.provenance`.
 """
 
 from __future__ import annotations
@@ -18,16 +20,22 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgehal.errors import EdgehalError
-from edgehal.fileio import sha256_file
+from edgehal.export.graph import OnnxModelInfo, TensorInfo, load_onnx, manifest_order, read_onnx_info
+from edgehal.export.inspect import inspect_model
+from edgehal.export.tensorrt.profile import (
+    DEFAULT_MAX_BATCH,
+    ProfileShape,
+    default_dim_range,
+    derive_profiles,
+    dim_keys,
+)
 from edgehal.hierarchy import HeadManifest
 
 PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_MAX_BATCH = 32
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 # --------------------------------------------------------------------------
-# Options and the ONNX model they apply to
+# Options
 
 
 @dataclass(frozen=True)
@@ -105,130 +113,8 @@ def parse_dim_range(text: str) -> tuple[str, tuple[int, int, int]]:
     return key.strip(), rng  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """A graph input or output: name, numpy dtype, shape (``-1`` where dynamic)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    dim_names: tuple[str | None, ...] = ()
-
-    @property
-    def dynamic_axes(self) -> tuple[int, ...]:
-        return tuple(i for i, d in enumerate(self.shape) if d < 0)
-
-    def dim_label(self, axis: int) -> str:
-        name = self.dim_names[axis] if axis < len(self.dim_names) else None
-        return f"{axis} ({name!r})" if name else str(axis)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TensorInfo":
-        return cls(str(d["name"]), str(d["dtype"]), tuple(int(x) for x in d["shape"]))
-
-
-@dataclass(frozen=True)
-class OnnxModelInfo:
-    """What the planner needs from an ONNX file: I/O, Q/DQ nodes, edgehal metadata."""
-
-    path: Path
-    sha256: str
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
-    qdq_nodes: int
-    props: Mapping[str, str] = field(default_factory=dict)
-    manifest: HeadManifest | None = None
-
-    @property
-    def has_qdq(self) -> bool:
-        return self.qdq_nodes > 0
-
-
-def load_onnx(path: str | Path) -> Any:
-    """``onnx.load`` with one-line errors for a missing or corrupt file."""
-    import onnx
-
-    p = Path(path)
-    if not p.is_file():
-        raise EdgehalError(f"ONNX model {p}", "file not found")
-    try:
-        return onnx.load(str(p))
-    except Exception as exc:  # onnx raises DecodeError and friends for corrupt files
-        raise EdgehalError(f"ONNX model {p}",
-                           f"is corrupt or not an ONNX file ({exc.__class__.__name__})") from None
-
-
-def tensor_info(value_info: Any) -> TensorInfo:
-    """A :class:`TensorInfo` from an ONNX ``ValueInfoProto``."""
-    from onnx import helper
-
-    ttype = value_info.type.tensor_type
-    try:
-        dtype = str(helper.tensor_dtype_to_np_dtype(ttype.elem_type))
-    except (KeyError, ValueError):
-        dtype = f"onnx:{ttype.elem_type}"
-    shape, names = [], []
-    for dim in ttype.shape.dim:
-        has_value = dim.HasField("dim_value") and dim.dim_value > 0
-        shape.append(int(dim.dim_value) if has_value else -1)
-        names.append(None if has_value else (dim.dim_param or None))
-    return TensorInfo(value_info.name, dtype, tuple(shape), tuple(names))
-
-
-def read_onnx_info(path: str | Path, *, model: Any = None) -> OnnxModelInfo:
-    """Inputs, outputs, Q/DQ node count and edgehal metadata of an ONNX file."""
-    from edgehal.export.metadata import PREFIX, OnnxMetadata, props_of
-
-    p = Path(path)
-    model = model if model is not None else load_onnx(p)
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = tuple(tensor_info(v) for v in model.graph.input if v.name not in initializers)
-    outputs = tuple(tensor_info(v) for v in model.graph.output)
-    qdq = sum(1 for node in iter_nodes(model.graph) if node.op_type in QDQ_OPS)
-    props = {k: v for k, v in props_of(model).items() if k.startswith(PREFIX)}
-    manifest = None
-    if props.get(PREFIX + "format"):
-        manifest = OnnxMetadata.from_props(props, what=f"ONNX model {p}").manifest
-    return OnnxModelInfo(p, sha256_file(p), inputs, outputs, qdq, props, manifest)
-
-
-def iter_nodes(graph: Any):
-    """Every node of a graph, including those of If/Loop/Scan subgraphs."""
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.g is not None and attr.HasField("g"):
-                yield from iter_nodes(attr.g)
-            for sub in attr.graphs:
-                yield from iter_nodes(sub)
-
-
 # --------------------------------------------------------------------------
 # Profiles and precision
-
-
-@dataclass(frozen=True)
-class ProfileShape:
-    """One input's shapes in the optimisation profile."""
-
-    input: str
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
-
-    @property
-    def dynamic_batch(self) -> bool:
-        return bool(self.min) and self.min[0] != self.max[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"input": self.input, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ProfileShape":
-        return cls(str(d["input"]), tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))
 
 
 def resolve_batch(inputs: Sequence[TensorInfo], options: EngineOptions, *,
@@ -268,28 +154,6 @@ def resolve_batch(inputs: Sequence[TensorInfo], options: EngineOptions, *,
     return lo, opt, hi
 
 
-def dim_keys(t: TensorInfo, axis: int) -> tuple[str, ...]:
-    """The ``--dim`` names that address ``axis`` of input ``t``: its name in the file, then ``INPUT:AXIS``."""
-    name = t.dim_names[axis] if axis < len(t.dim_names) else None
-    return ((name,) if name else ()) + (f"{t.name}:{axis}",)
-
-
-def default_dim_range(t: TensorInfo, axis: int, manifest: HeadManifest | None) -> tuple[int, int, int] | None:
-    """The profile a dynamic non-batch dimension gets without ``--dim``, from the file's metadata.
-
-    The model's sequence axis (``sequence_axis`` in the manifest, e.g. the
-    rows of a row-sequential classifier): 1 up to the trained length, tuned
-    for the trained length. Any other dimension: the trained size alone. None
-    when the file does not say (no edgehal metadata, or another input).
-    """
-    if manifest is None or t.name != manifest.input_name or not 0 < axis <= len(manifest.input_shape):
-        return None
-    size = int(manifest.input_shape[axis - 1])
-    if size < 1:
-        return None
-    return (1, size, size) if (manifest.sequence is not None and manifest.sequence.axis == axis) else (size, size, size)
-
-
 def resolve_dims(inputs: Sequence[TensorInfo], options: EngineOptions, manifest: HeadManifest | None, *,
                  what: str) -> dict[tuple[str, int], tuple[int, int, int]]:
     """(input, axis) -> (min, opt, max) for every dynamic dimension other than the batch.
@@ -325,23 +189,6 @@ def resolve_dims(inputs: Sequence[TensorInfo], options: EngineOptions, manifest:
     return out
 
 
-def derive_profiles(inputs: Sequence[TensorInfo], batch: tuple[int, int, int] | None,
-                    dims: Mapping[tuple[str, int], tuple[int, int, int]] | None = None
-                    ) -> tuple[ProfileShape, ...]:
-    """The optimisation profile: each input's shape with the batch range and the ``dims`` ranges filled in."""
-    out = []
-    dims = dims or {}
-    for t in inputs:
-        shapes = [list(t.shape), list(t.shape), list(t.shape)]
-        for axis, size in enumerate(t.shape):
-            rng = batch if axis == 0 and batch is not None else dims.get((t.name, axis))
-            if rng is not None:
-                for k in range(3):
-                    shapes[k][axis] = rng[k]
-        out.append(ProfileShape(t.name, *(tuple(x) for x in shapes)))
-    return tuple(out)
-
-
 def check_precision(precision: str, *, has_qdq: bool, what: str) -> None:
     """int8 needs explicit Q/DQ nodes (no implicit calibration); a Q/DQ graph builds only as int8."""
     if precision == "int8" and not has_qdq:
@@ -367,6 +214,12 @@ class BuildPlan:
     @property
     def precision(self) -> str:
         return self.options.precision
+
+    @property
+    def outputs(self) -> tuple[TensorInfo, ...]:
+        """The graph outputs in manifest order: what the sidecar records and every runner reports."""
+        return manifest_order(self.source.outputs, self.source.manifest,
+                              what=f"ONNX model {self.source.path.name}")
 
     @property
     def workspace_bytes(self) -> int | None:
@@ -398,12 +251,11 @@ def plan_build(onnx_path: str | Path, options: EngineOptions, *, check_support: 
     what = f"ONNX model {p.name}"
     if not info.outputs:
         raise EdgehalError(what, "has no outputs")
+    manifest_order(info.outputs, info.manifest, what=what)  # every head of the manifest is an output
     check_precision(options.precision, has_qdq=info.has_qdq, what=p.name)
     batch = resolve_batch(info.inputs, options, what=what)
     dims = resolve_dims(info.inputs, options, info.manifest, what=what)
     if check_support:
-        from edgehal.export.inspect import inspect_model
-
         report = inspect_model(model, path=p)
         errors = report.errors
         if errors:
@@ -413,26 +265,3 @@ def plan_build(onnx_path: str | Path, options: EngineOptions, *, check_support: 
     return BuildPlan(info, options, batch, derive_profiles(info.inputs, batch, dims))
 
 
-def check_profile(profiles: Sequence[ProfileShape], shapes: Mapping[str, Sequence[int]], *,
-                what: str) -> None:
-    """Refuse a shape outside the engine's profile (batch or any other dimension) before TensorRT sees it."""
-    for prof in profiles:
-        shape = shapes.get(prof.input)
-        if shape is None or not prof.min or not len(shape):
-            continue
-        for axis, got in enumerate(int(v) for v in shape):
-            if axis >= len(prof.min):
-                break
-            lo, hi = prof.min[axis], prof.max[axis]
-            if lo < 0 or lo <= got <= hi:
-                continue
-            allowed = f"{lo}" if lo == hi else f"{lo}..{hi}"
-            if axis == 0:
-                raise EdgehalError(f"{what}: input {prof.input!r}",
-                                   f"batch {got} is outside the engine's profile (batch {allowed})",
-                                   f"a batch of {allowed}, or rebuild the engine with `edgehal build-engine "
-                                   f"--max-batch {max(got, hi)}`" if got > hi else f"a batch of {allowed}")
-            raise EdgehalError(f"{what}: input {prof.input!r}",
-                               f"dimension {axis} is {got}, outside the engine's profile ({allowed})",
-                               f"{allowed}, or rebuild the engine with `edgehal build-engine --dim "
-                               f"{prof.input}:{axis}={min(got, lo)},{prof.opt[axis]},{max(got, hi)}`")

@@ -1,6 +1,6 @@
 """Tiny ONNX models for the TensorRT, inspect and Triton tests (built in seconds on a CPU).
 
-Not a test module: the TensorRT-related test files import it by path.
+Not a test module: the TensorRT, inspect and Triton test files import it from tests/fakes by path.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
-from edgehal.export.metadata import OnnxMetadata, props_of, write_props
-from edgehal.hierarchy import DIGIT_CLASSES, Head, HeadManifest, aux_head_from_case, get_case
-from edgehal.manifest import Preprocessing
+from edgehal.artifact import ArtifactMetadata, read_artifact, write_onnx_metadata
+from edgehal.hierarchy import DIGIT_CLASSES, aux_head_from_case, get_case
+from edgehal.manifest import Head, HeadManifest, Preprocessing
 
 INPUT = "input"
 SHAPE = (1, 28, 28)
@@ -26,6 +26,16 @@ def manifest() -> HeadManifest:
         model="tiny_hal", input_name=INPUT, input_shape=SHAPE,
         heads=(Head("digit", "main", 0, class_names=DIGIT_CLASSES),
                aux_head_from_case(get_case("mnist", "case2"), name="parity")))
+
+
+def metadata(*, aux: str = "keep", precision: str = "fp32") -> ArtifactMetadata:
+    """What `edgehal export` records for the tiny model (and an engine's sidecar, at its precision)."""
+    full = manifest()
+    return ArtifactMetadata(manifest=full.select(aux), full_manifest=full,
+                            preprocessing=Preprocessing(layout="NCHW", input_shape=SHAPE, mean=(0.1307,),
+                                                        std=(0.3081,), scale=1 / 255),
+                            aux=aux, precision=precision, source_sha256="0" * 64,
+                            metrics={"test": {"digit": {"error_rate": 1.0}}}, versions={"edgehal": "test"})
 
 
 class TinyHal(torch.nn.Module):
@@ -66,11 +76,7 @@ def export_cnn(path: Path, *, aux: str = "keep", batch: int | None = None, opset
         torch.onnx.export(Wrapper().eval(), (x,), str(path), input_names=[INPUT], output_names=names,
                           dynamic_axes=dynamic, opset_version=opset, dynamo=False)
     model = onnx.load(str(path))
-    meta = OnnxMetadata(manifest=selected, full_manifest=full,
-                        preprocessing=Preprocessing(layout="NCHW", input_shape=SHAPE, mean=(0.1307,), std=(0.3081,), scale=1 / 255),
-                        aux=aux, precision="fp32", source_sha256="0" * 64,
-                        metrics={"test": {"digit": 1.0}}, versions={"edgehal": "test"})
-    write_props(model, meta.to_props())
+    write_onnx_metadata(model, metadata(aux=aux))
     onnx.save(model, str(path))
     return path
 
@@ -100,10 +106,8 @@ def quantize_qdq(src: Path, dst: Path, *, tensorrt_friendly: bool = True) -> Pat
                       extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                      "QuantizeBias": False})
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, **kwargs)
-    props = props_of(onnx.load(str(src), load_external_data=False))
     model = onnx.load(str(dst))
-    meta = OnnxMetadata.from_props(props).with_precision("int8")
-    write_props(model, meta.to_props())
+    write_onnx_metadata(model, read_artifact(src).require_metadata().with_precision("int8"))
     onnx.save(model, str(dst))
     return dst
 

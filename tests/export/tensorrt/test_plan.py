@@ -1,8 +1,7 @@
-"""Engine planning without TensorRT: profiles, precision, DLA, sidecar, compatibility, the CLI."""
+"""Engine planning without TensorRT: options, the profile a request gets, precision, DLA, the CLI."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import os
@@ -13,31 +12,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
 import trt_test_models as tm  # noqa: E402
 
 from edgehal.cli import main  # noqa: E402
 from edgehal.errors import EdgehalError  # noqa: E402
-from edgehal.export.tensorrt_plan import (  # noqa: E402
+from edgehal.export.graph import TensorInfo  # noqa: E402
+from edgehal.export.tensorrt.plan import (  # noqa: E402
     EngineOptions,
-    ProfileShape,
-    TensorInfo,
-    check_profile,
-    derive_profiles,
     parse_dim_range,
     plan_build,
     resolve_dims,
-)
-from edgehal.export.tensorrt_provenance import (  # noqa: E402
-    EngineProvenance,
-    HostInfo,
-    check_compatibility,
-    check_engine_file,
-    parse_jetpack_version,
-    parse_l4t_release,
-    read_sidecar,
-    sidecar_path,
-    write_sidecar,
 )
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -155,26 +140,29 @@ def test_missing_onnx_is_one_line(tmp_path):
         plan_build(tmp_path / "nope.onnx", EngineOptions())
 
 
-# -- batch at run time ------------------------------------------------------------
+def test_outputs_are_planned_in_manifest_order(models, tmp_path):
+    import onnx
+
+    model = onnx.load(models["kept"])
+    reordered = list(reversed(model.graph.output))
+    del model.graph.output[:]
+    model.graph.output.extend(reordered)
+    onnx.save(model, tmp_path / "reversed.onnx")
+    plan = plan_build(tmp_path / "reversed.onnx", EngineOptions())
+    assert [t.name for t in plan.source.outputs] == ["parity", "digit"]
+    assert [t.name for t in plan.outputs] == ["digit", "parity"]
 
 
-def test_batch_outside_the_profile_is_refused():
-    profiles = (ProfileShape("input", (2, 1, 28, 28), (8, 1, 28, 28), (8, 1, 28, 28)),)
-    check_profile(profiles, {"input": (2, 1, 28, 28)}, what="TensorRT engine m.plan")
-    check_profile(profiles, {"input": (8, 1, 28, 28)}, what="TensorRT engine m.plan")
-    with pytest.raises(EdgehalError, match=r"batch 9 is outside the engine's profile \(batch 2..8\).*"
-                                           r"--max-batch 9"):
-        check_profile(profiles, {"input": (9, 1, 28, 28)}, what="TensorRT engine m.plan")
-    with pytest.raises(EdgehalError, match=r"batch 1 is outside the engine's profile \(batch 2..8\)"):
-        check_profile(profiles, {"input": (1, 1, 28, 28)}, what="TensorRT engine m.plan")
+def test_a_manifest_head_that_is_no_output_is_refused_before_tensorrt(models, tmp_path):
+    import onnx
 
+    from edgehal.export.graph import prune_outputs
 
-def test_a_shape_outside_the_profile_on_another_dimension_is_refused():
-    profiles = (ProfileShape("input", (1, 1, 1, 28), (8, 1, 28, 28), (8, 1, 28, 28)),)
-    check_profile(profiles, {"input": (3, 1, 5, 28)}, what="TensorRT engine m.plan")
-    with pytest.raises(EdgehalError, match=r"dimension 2 is 40, outside the engine's profile \(1..28\).*"
-                                           r"--dim input:2=1,28,40"):
-        check_profile(profiles, {"input": (3, 1, 40, 28)}, what="TensorRT engine m.plan")
+    pruned = prune_outputs(onnx.load(models["kept"]), ["digit"])  # the metadata still lists both heads
+    onnx.save(pruned, tmp_path / "lying.onnx")
+    with pytest.raises(EdgehalError, match=r"ONNX model lying.onnx \| head 'parity' of its manifest is not an "
+                                           r"output. Note: outputs named after the heads \['digit', 'parity'\]"):
+        plan_build(tmp_path / "lying.onnx", EngineOptions())
 
 
 # -- other dynamic dimensions -------------------------------------------------------
@@ -189,8 +177,6 @@ def test_dynamic_dimensions_without_metadata_need_a_dim_range():
     assert resolve_dims(inputs, EngineOptions(dims={"x:1": (2, 2, 3)}), None, what="m") == {("x", 1): (2, 2, 3)}
     with pytest.raises(EdgehalError, match=r"--dim width \| names no dynamic dimension of m. Note: one of \['time'\]"):
         resolve_dims(inputs, EngineOptions(dims={"time": (1, 2, 3), "width": (1, 2, 3)}), None, what="m")
-    profiles = derive_profiles(inputs, (1, 4, 8), {("x", 1): (1, 10, 20)})
-    assert profiles[0].to_dict() == {"input": "x", "min": [1, 1, 16], "opt": [4, 10, 16], "max": [8, 20, 16]}
 
 
 def test_dim_ranges_are_parsed_and_checked():
@@ -217,134 +203,7 @@ def test_build_engine_cli_takes_dim_ranges(models):
     assert res.exit_code == 1 and "is not NAME=MIN,OPT,MAX" in res.output
 
 
-# -- provenance -------------------------------------------------------------------
-
-
-def _provenance(engine: Path, **changes) -> EngineProvenance:
-    base = EngineProvenance(
-        tensorrt_version="10.3.0.26", gpu_name="Orin", compute_capability="8.7", l4t_release="R36.4.0",
-        jetpack="6.1", precision="fp16",
-        profiles=(ProfileShape("input", (1, 1, 28, 28), (32, 1, 28, 28), (32, 1, 28, 28)),),
-        inputs=(TensorInfo("input", "float32", (-1, 1, 28, 28)),),
-        outputs=(TensorInfo("digit", "float32", (-1, 10)), TensorInfo("parity", "float32", (-1, 2))),
-        source_onnx="mnist_kept.onnx", source_onnx_sha256="a" * 64, engine_sha256="b" * 64,
-        manifest=tm.manifest(), onnx_props={"edgehal.aux": "keep"}, built_at="2025-01-01T00:00:00+00:00",
-        edgehal_version="0.1.0")
-    return dataclasses.replace(base, **changes)
-
-
-def test_sidecar_round_trip(tmp_path):
-    engine = tmp_path / "mnist.plan"
-    prov = _provenance(engine)
-    path = write_sidecar(engine, prov)
-    assert path == sidecar_path(engine) == tmp_path / "mnist.plan.json"
-    raw = json.loads(path.read_text())
-    for key in ("tensorrt_version", "gpu_name", "compute_capability", "l4t_release", "jetpack", "precision",
-                "profiles", "manifest", "source_onnx_sha256"):
-        assert raw[key] not in (None, "", [])
-    assert read_sidecar(engine) == prov
-    assert read_sidecar(engine).batch_range == (1, 32)
-
-
-def test_sidecar_missing_or_damaged(tmp_path):
-    engine = tmp_path / "m.plan"
-    with pytest.raises(EdgehalError, match=r"TensorRT engine m.plan \| has no provenance sidecar m.plan.json.*"
-                                           "edgehal build-engine"):
-        read_sidecar(engine)
-    sidecar_path(engine).write_text("{not json")
-    with pytest.raises(EdgehalError, match="is not valid JSON"):
-        read_sidecar(engine)
-    sidecar_path(engine).write_text(json.dumps({"format": "other"}))
-    with pytest.raises(EdgehalError, match="has format 'other'"):
-        read_sidecar(engine)
-    sidecar_path(engine).write_text(json.dumps({"format": "edgehal-trt/1"}))
-    with pytest.raises(EdgehalError, match="is malformed"):
-        read_sidecar(engine)
-
-
-def test_same_machine_loads():
-    prov = _provenance(Path("m.plan"))
-    assert check_compatibility(prov, prov.built_on, engine="m.plan") == []
-
-
-def test_mismatch_says_what_differs_and_how_to_rebuild():
-    prov = _provenance(Path("mnist.plan"))
-    host = HostInfo("10.7.0.23", "NVIDIA H100 80GB HBM3", "9.0")
-    with pytest.raises(EdgehalError) as err:
-        check_compatibility(prov, host, engine="mnist.plan")
-    message = str(err.value)
-    assert message.startswith(
-        "TensorRT engine mnist.plan | built with TensorRT 10.3.0.26 on Orin (sm_87, L4T R36.4.0, JetPack 6.1); "
-        "this machine has TensorRT 10.7.0.23 on NVIDIA H100 80GB HBM3 (sm_90): "
-        "TensorRT 10.3.0.26 != 10.7.0.23; compute capability sm_87 != sm_90. "
-        "Note: rebuild the engine on the target with `edgehal build-engine mnist_kept.onnx -o mnist.plan "
-        "--precision fp16 --min-batch 1 --opt-batch 32 --max-batch 32`")
-    assert "\n" not in message
-
-
-def test_only_the_gpu_differs():
-    prov = _provenance(Path("m.plan"), l4t_release=None, jetpack=None, gpu_name="NVIDIA A10",
-                       compute_capability="8.6", tensorrt_version="10.7.0")
-    with pytest.raises(EdgehalError, match=r"compute capability sm_86 != sm_89"):
-        check_compatibility(prov, HostInfo("10.7.0", "NVIDIA L4", "8.9"), engine="m.plan")
-    warnings = check_compatibility(prov, HostInfo("10.7.0", "NVIDIA A40", "8.6"), engine="m.plan")
-    assert len(warnings) == 1 and "built on NVIDIA A10 and runs on NVIDIA A40" in warnings[0]
-
-
-def test_version_and_hardware_compatible_engines():
-    prov = _provenance(Path("m.plan"), version_compatible=True, hardware_compatible=True,
-                       l4t_release=None, jetpack=None, gpu_name="NVIDIA A10", compute_capability="8.6")
-    assert check_compatibility(prov, HostInfo("10.8.0", "NVIDIA A10", "8.6"), engine="m.plan") == []
-    assert check_compatibility(prov, HostInfo("10.3.0.26", "NVIDIA H100", "9.0"), engine="m.plan")
-    with pytest.raises(EdgehalError, match="same major version, same or newer needed"):
-        check_compatibility(prov, HostInfo("10.2.0", "NVIDIA A10", "8.6"), engine="m.plan")
-    with pytest.raises(EdgehalError, match="sm_75 is older than Ampere"):
-        check_compatibility(prov, HostInfo("10.3.0", "Tesla T4", "7.5"), engine="m.plan")
-    assert "--version-compatible --hardware-compatible" in prov.rebuild_command("m.plan")
-
-
-def test_engine_must_match_its_sidecar(tmp_path):
-    engine = tmp_path / "m.plan"
-    engine.write_bytes(b"engine bytes")
-    from edgehal.fileio import sha256_file
-
-    check_engine_file(_provenance(engine, engine_sha256=sha256_file(engine)), engine)
-    with pytest.raises(EdgehalError, match="does not match its sidecar"):
-        check_engine_file(_provenance(engine), engine)
-
-
-def test_jetson_release_parsing():
-    text = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 2024"
-    assert parse_l4t_release(text) == "R36.4.0"
-    assert parse_l4t_release("garbage") is None
-    assert parse_jetpack_version("6.1+b123") == "6.1"
-    assert parse_jetpack_version("") is None
-
-
 # -- imports and the CLI without TensorRT ---------------------------------------------
-
-
-def test_tensorrt_modules_import_without_tensorrt():
-    code = ("import sys; sys.modules['tensorrt'] = None\n"
-            "import edgehal.export.tensorrt, edgehal.runtime.tensorrt, edgehal.export.inspect, "
-            "edgehal.export.triton, edgehal.export.tensorrt_plan, edgehal.export.tensorrt_ops, "
-            "edgehal.export.tensorrt_provenance\n"
-            "from edgehal.runtime.tensorrt import TensorRTRunner\n"
-            "r = TensorRTRunner('missing.plan', device_index=0)\n"
-            "print('ok', r.manifest)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok None"
-
-
-def test_import_tensorrt_error_without_tensorrt(monkeypatch):
-    from edgehal.export import tensorrt as trt_backend
-
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(EdgehalError, match=r"^TensorRT \| is not installed. Note: install edgehal\[tensorrt\] on a "
-                                           "machine with an NVIDIA GPU"):
-        trt_backend.import_tensorrt()
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here; this checks the message where it is not")
