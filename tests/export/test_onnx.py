@@ -27,6 +27,13 @@ def _consumers_reach(model, name, outputs):
     return reached
 
 
+def test_pruned_hal_export_has_no_dead_nodes(mnist_exports):
+    # HAL's auxiliary block feeds the classifier: pruning drops only the output, and leaves nothing unused.
+    pruned = onnx.load(mnist_exports["prune"])
+    assert [o.name for o in pruned.graph.output] == ["logits"]
+    assert dead_nodes(pruned) == [] and unused_initializers(pruned) == []
+
+
 def test_kept_and_pruned_mnist_exports(mnist_checkpoint, mnist_exports, data_root):
     kept = onnx.load(mnist_exports["keep"])
     pruned = onnx.load(mnist_exports["prune"])
@@ -73,12 +80,32 @@ def test_metadata_carries_the_manifest_and_provenance(mnist_checkpoint, mnist_ex
     assert pruned.full_manifest.head_names == ("logits", "aux_case1")
 
 
+def dead_nodes(model) -> list[str]:
+    """Nodes none of whose outputs reaches a graph output: what a half-done prune leaves behind."""
+    nodes = list(model.graph.node)
+    needed = {o.name for o in model.graph.output}
+    live = set()
+    for index in reversed(range(len(nodes))):
+        if any(o in needed for o in nodes[index].output):
+            live.add(index)
+            needed.update(nodes[index].input)
+    return [f"{n.op_type} {n.name}" for i, n in enumerate(nodes) if i not in live]
+
+
+def unused_initializers(model) -> list[str]:
+    used = {i for n in model.graph.node for i in n.input}
+    return [t.name for t in model.graph.initializer if t.name not in used]
+
+
 def test_pruning_a_training_only_branch_removes_its_nodes(digits_ds_checkpoint, tmp_path):
     k, p = tmp_path / "k.onnx", tmp_path / "p.onnx"
     rk = export_onnx(digits_ds_checkpoint, k, options=ExportOptions(aux="keep"), log=lambda _: None)
     rp = export_onnx(digits_ds_checkpoint, p, options=ExportOptions(aux="prune"), log=lambda _: None)
     assert rp.nodes < rk.nodes
     assert len(onnx.load(p).graph.initializer) < len(onnx.load(k).graph.initializer)
+    # Nothing of the training-only branch stays behind: every node and weight serves the main output.
+    assert dead_nodes(onnx.load(p)) == [] and unused_initializers(onnx.load(p)) == []
+    assert dead_nodes(onnx.load(k)) == []
     x = (np.random.default_rng(0).random((7, 1, 8, 8)) * 255).astype(np.float32)
     a = ort.InferenceSession(str(k)).run(["logits"], {"input": x})[0]
     b = ort.InferenceSession(str(p)).run(["logits"], {"input": x})[0]
