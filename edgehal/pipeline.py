@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgehal.config import Config, config_from_dict
+from edgehal.config import DATA_SUPPLIED_MODEL_ARGS, Config, config_from_dict
 from edgehal.data import DataBundle, Split, build_dataset
 from edgehal.errors import EdgehalError
 from edgehal.metrics import compute_metrics
@@ -74,7 +74,8 @@ def model_kwargs_for(cfg: Config, data: DataBundle) -> dict[str, Any]:
     """The builder's arguments: the config's, plus what the data set tells (shape, classes, stats)."""
     kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
     params = model_parameters(cfg.model["name"])
-    supplied = {key: list(getattr(data, key)) for key in ("class_names", "input_shape", "mean", "std")}
+    # Every data set has these as DataBundle fields; config.py refuses them in a config's model section.
+    supplied = {key: list(getattr(data, key)) for key in DATA_SUPPLIED_MODEL_ARGS}
     for key, value in {**supplied, **data.model_kwargs}.items():
         if key in params and key not in kwargs:
             kwargs[key] = value
