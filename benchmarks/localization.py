@@ -43,7 +43,7 @@ def onnxruntime_metrics(ckpt_path: Path, data_root: str | None) -> dict:
     from edgehal.checkpoint import load_checkpoint
     from edgehal.metrics import compute_metrics
     from edgehal.nets.base import ExportWrapper
-    from edgehal.train import data_for_checkpoint, predict
+    from edgehal.pipeline import data_for_checkpoint, predict
 
     ckpt = load_checkpoint(ckpt_path)
     model = ckpt.build_model()

@@ -140,7 +140,7 @@ def build_card(checkpoint: str | Path, *, data_root: str | Path | None = None, p
     from edgehal.checkpoint import load_checkpoint, versions
     from edgehal.evaluate import evaluate_checkpoint
     from edgehal.fileio import sha256_file
-    from edgehal.train import data_for_checkpoint
+    from edgehal.pipeline import data_for_checkpoint
 
     path = Path(checkpoint)
     ckpt = load_checkpoint(path)

@@ -78,10 +78,23 @@ class LoadedCheckpoint:
         return dict(self.payload.get("config", {}))
 
     def build_model(self) -> torch.nn.Module:
-        """Rebuild the architecture from the registry and load the weights (eval mode)."""
+        """Rebuild the architecture from the registry and load the weights (eval mode).
+
+        The rebuilt model declares its manifest afresh from the builder
+        arguments; export uses that one while parity and the torch runner read
+        the stored one, so a model whose rebuilt manifest differs from the
+        stored one (an edited file, a builder that changed since training) is
+        refused, naming the differing fields.
+        """
         from edgehal.nets.registry import create_model
 
         model = create_model(self.model_name, **self.model_kwargs)
+        differences = self.manifest.differences(model.manifest)
+        if differences:
+            raise EdgehalError(f"checkpoint {self.path}",
+                               f"stored manifest differs from the one its model {self.model_name!r} rebuilds "
+                               f"in {', '.join(differences)}",
+                               "a checkpoint whose manifest was written by `edgehal train` with this model")
         try:
             model.load_state_dict(self.payload["state_dict"])
         except RuntimeError as exc:

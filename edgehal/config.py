@@ -3,12 +3,15 @@
 Unknown keys are refused by name with the valid ones listed; values are
 type-checked against the dataclass fields before any work starts. The model
 section is ``name`` plus keyword arguments of that model's registered builder,
-checked against the builder's signature by ``create_model``.
+checked against the builder's signature when the config loads, before any
+data set is read: a typo in ``model:`` fails at once, naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import types
 import typing
 from dataclasses import dataclass, field
@@ -73,6 +76,11 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# Builder arguments every data set supplies (``edgehal.pipeline.model_kwargs_for``
+# fills them from the loaded data); set in a config they would build a model
+# that disagrees with the data it is trained and evaluated on.
+DATA_SUPPLIED_MODEL_ARGS = ("class_names", "input_shape", "mean", "std")
+
 _SECTIONS = {"data": DataConfig, "train": TrainConfig}
 _OPTIONS = {"sgd", "adamw"}
 
@@ -120,12 +128,50 @@ def config_from_dict(raw: Any, *, what: str = "config") -> Config:
     model = raw.get("model")
     if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):
         raise EdgehalError(f"{what}: model", "has no 'name'", "model: {name: hal_resnet, ...builder options}")
+    _check_model_args(model, what)
     cfg = Config(name=raw["name"], model=dict(model),
                  data=_section(DataConfig, raw.get("data"), "data"),
                  train=_section(TrainConfig, raw.get("train"), "train"),
                  output_dir=raw.get("output_dir"), description=str(raw.get("description", "")))
     _check_values(cfg)
     return cfg
+
+
+def _closest_first(key: str, valid: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the close matches of ``key``, every valid name with those first)."""
+    close = difflib.get_close_matches(key, valid, n=3)
+    return close, close + sorted(v for v in valid if v not in close)
+
+
+def _check_model_args(model: Mapping[str, Any], what: str) -> None:
+    """Every key of ``model:`` is a keyword of the named builder that the data set does not supply.
+
+    Only the model registry is consulted (its builders' signatures), never a
+    data set, so a typo fails before any data is read.
+    """
+    from edgehal.nets.registry import list_models, model_parameters
+
+    name = model["name"]
+    known = list_models()
+    if name not in known:
+        raise EdgehalError(f"{what}: model.name", f"{name!r} is not a known model",
+                           f"one of {_closest_first(name, known)[1]}")
+    params = model_parameters(name)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # a builder taking **kwargs checks its own arguments
+    supplied = [k for k in DATA_SUPPLIED_MODEL_ARGS if k in params]
+    valid = [k for k in params if k not in supplied]
+    for key in model:
+        if key == "name":
+            continue
+        if key in supplied:
+            raise EdgehalError(f"{what}: model.{key}", "is supplied by the data set",
+                               f"leave it out; options of {name}: {sorted(valid)}")
+        if key not in params:
+            close, ordered = _closest_first(str(key), valid)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise EdgehalError(f"{what}: model.{key}", f"is not an option of {name}",
+                               f"{hint}options of {name}: {ordered}")
 
 
 def _check_values(cfg: Config) -> None:

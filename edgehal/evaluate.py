@@ -27,7 +27,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", data_roo
                         batch_size: int = 1000, log: Callable[[str], None] = print) -> dict:
     """Metrics of every head of ``checkpoint`` on ``split``; optionally JSON and a confusion PNG."""
     from edgehal.metrics import compute_metrics, confusion_matrix, head_target, save_confusion_png
-    from edgehal.train import data_for_checkpoint, predict
+    from edgehal.pipeline import data_for_checkpoint, predict
 
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model()

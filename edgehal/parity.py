@@ -266,7 +266,7 @@ def run_parity(checkpoint: str | Path, artifacts: Sequence[str | Path], *, split
     from edgehal.checkpoint import load_checkpoint
     from edgehal.runtime.loader import open_runner
     from edgehal.runtime.torch import TorchRunner
-    from edgehal.train import data_for_checkpoint
+    from edgehal.pipeline import data_for_checkpoint
 
     t0 = time.perf_counter()
     overrides = parse_tolerances(tolerances)

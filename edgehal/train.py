@@ -1,4 +1,4 @@
-"""Training loop, evaluation and the model/data wiring shared by train and eval.
+"""The training loop (the config -> data -> model wiring it uses is :mod:`edgehal.pipeline`).
 
 SGD with momentum (or AdamW) and a cosine schedule with linear warm-up, per
 step; a progress bar with loss, accuracy and throughput; validation every
@@ -16,80 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from edgehal.checkpoint import load_checkpoint, save_checkpoint
-from edgehal.config import Config, config_from_dict
-from edgehal.data import DataBundle, Split, build_dataset
+from edgehal.config import Config
+from edgehal.data import DataBundle
 from edgehal.errors import EdgehalError
-from edgehal.metrics import compute_metrics
-from edgehal.nets.registry import create_model, model_parameters
+from edgehal.pipeline import build_model_from_config, evaluate, load_data, resolve_device, to_input
 
 Log = Callable[[str], None]
-
-
-def load_data(cfg: Config) -> DataBundle:
-    options = dict(cfg.data.options)
-    for key in ("val_size", "download", "limit", "verify_checksums"):
-        value = getattr(cfg.data, key)
-        if value is not None and key in _builder_params(cfg.data.dataset):
-            options[key] = value
-    return build_dataset(cfg.data.dataset, root=cfg.data.root, seed=cfg.train.seed, **options)
-
-
-def _builder_params(dataset: str) -> set[str]:
-    import inspect
-
-    from edgehal.data.base import _DATASETS, _load_builtin
-    _load_builtin()
-    fn = _DATASETS.get(dataset)
-    return set(inspect.signature(fn).parameters) if fn else set()
-
-
-def model_kwargs_for(cfg: Config, data: DataBundle) -> dict[str, Any]:
-    """The builder's arguments: the config's, plus what the data set tells (shape, classes, stats)."""
-    kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
-    params = model_parameters(cfg.model["name"])
-    derived = {"class_names": list(data.class_names), "input_shape": list(data.input_shape),
-               "mean": list(data.mean), "std": list(data.std), **data.model_kwargs}
-    for key, value in derived.items():
-        if key in params and key not in kwargs:
-            kwargs[key] = value
-    return kwargs
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EdgehalError("train.device", "is cuda but no CUDA GPU is available", "auto or cpu")
-    return torch.device(name)
-
-
-def to_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return x.to(device, non_blocking=True).float()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, split: Split, *, batch_size: int = 1000,
-            device: torch.device | None = None) -> dict[str, np.ndarray]:
-    """Every named output of ``model`` on ``split``, concatenated, as float32 numpy arrays."""
-    device = device or next(model.parameters()).device
-    model.eval()
-    chunks: dict[str, list[np.ndarray]] = {}
-    for batch in split.batches(batch_size):
-        out = model(to_input(batch.x, device))
-        for name, value in out.items():
-            chunks.setdefault(name, []).append(value.float().cpu().numpy())
-    return {k: np.concatenate(v) for k, v in chunks.items()}
-
-
-def evaluate(model: nn.Module, split: Split, *, batch_size: int = 1000,
-             device: torch.device | None = None) -> dict[str, Any]:
-    outputs = predict(model, split, batch_size=batch_size, device=device)
-    return compute_metrics(model.manifest, outputs, split.numpy_labels())
 
 
 def main_metric(metrics: dict[str, Any], manifest) -> str:
@@ -227,8 +163,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed + dist_info.rank)
     data = load_data(cfg)
-    kwargs = model_kwargs_for(cfg, data)
-    model = create_model(cfg.model["name"], **kwargs).to(device)
+    model, kwargs = build_model_from_config(cfg, data)
+    model = model.to(device)
     manifest = model.manifest
     optimizer = _optimizer(cfg, model)
     check_stage_prefixes(model, stages)
@@ -342,20 +278,3 @@ def _save(path: Path, cfg: Config, kwargs: dict, model: nn.Module, data: DataBun
         "history": history,
         "training": {"epoch": epoch, "optimizer": optimizer.state_dict(), "seed": cfg.train.seed},
     })
-
-
-def config_of_checkpoint(payload: dict) -> Config:
-    return config_from_dict(payload["config"], what="config stored in checkpoint")
-
-
-def data_for_checkpoint(ckpt, *, data_root: str | Path | None = None) -> DataBundle:
-    """The data set a checkpoint was trained on, with the same split seed.
-
-    The data directory is ``data_root``, else ``$EDGEHAL_DATA``, else the one
-    recorded at training time.
-    """
-    from edgehal.data.base import DATA_ENV
-
-    cfg = config_of_checkpoint(ckpt.payload)
-    cfg.data.root = str(data_root) if data_root else (os.environ.get(DATA_ENV) or cfg.data.root)
-    return load_data(cfg)

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,3 +75,57 @@ def test_cli_truncated_checkpoint_and_unknown_config_key(digits_checkpoint, tmp_
     assert "train.lr_max | is not a known key" in r.stderr and "Traceback" not in r.stderr
     r = _cli("train", str(cfg).replace("c.yaml", "missing.yaml"))
     assert r.returncode == 1 and "file not found" in r.stderr
+
+
+# -- the rebuilt model's manifest must be the stored one ---------------------------
+
+ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
+
+
+def _edited(digits_checkpoint, tmp_path, edit) -> Path:
+    payload = torch.load(digits_checkpoint, weights_only=True)
+    edit(payload["manifest"])
+    path = tmp_path / "edited.pt"
+    save_checkpoint(path, payload)
+    return path
+
+
+def _aux_head(manifest: dict) -> dict:
+    return next(h for h in manifest["heads"] if h["name"] == "aux_case1")
+
+
+def test_a_stored_manifest_that_differs_from_the_rebuilt_one_is_refused(digits_checkpoint, tmp_path):
+    def relabel(manifest):
+        head = _aux_head(manifest)
+        head["class_names"] = list(reversed(head["class_names"]))
+        head["parent_map"] = [1 - v for v in head["parent_map"]]
+
+    ckpt = load_checkpoint(_edited(digits_checkpoint, tmp_path, relabel))
+    with pytest.raises(EdgehalError, match=r"stored manifest differs from the one its model 'hal_resnet' "
+                                           r"rebuilds in heads\[aux_case1\]\.class_names, "
+                                           r"heads\[aux_case1\]\.parent_map"):
+        ckpt.build_model()
+
+
+def test_a_changed_input_shape_or_head_list_is_refused(digits_checkpoint, tmp_path):
+    def reshape(manifest):
+        manifest["input_shape"] = [1, 9, 9]
+
+    with pytest.raises(EdgehalError, match=r"rebuilds in input_shape\. Note"):
+        load_checkpoint(_edited(digits_checkpoint, tmp_path, reshape)).build_model()
+
+    def drop_aux(manifest):
+        manifest["heads"] = [h for h in manifest["heads"] if h["kind"] == "main"]
+
+    with pytest.raises(EdgehalError, match=r"rebuilds in heads \(names: \['logits'\] vs \['logits', 'aux_case1'\]\)"):
+        load_checkpoint(_edited(digits_checkpoint, tmp_path, drop_aux)).build_model()
+
+
+def test_zoo_checkpoints_with_version_1_manifests_still_build():
+    paths = sorted(ZOO.glob("*/checkpoint.pt"))
+    assert paths, f"no model zoo checkpoints in {ZOO}"
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        assert ckpt.payload["manifest"].get("version", 1) == 1  # upgraded on read
+        model = ckpt.build_model()
+        assert model.manifest == ckpt.manifest

@@ -91,7 +91,7 @@ class ExportReport:
 def reference_inputs(ckpt: LoadedCheckpoint, *, data_root: str | Path | None, count: int,
                      split: str = "test") -> np.ndarray:
     """Real inputs from the checkpoint's data set: the first ``count`` of ``split``."""
-    from edgehal.train import data_for_checkpoint
+    from edgehal.pipeline import data_for_checkpoint
 
     data = data_for_checkpoint(ckpt, data_root=data_root)
     x = data.split(split).x[:count]

@@ -189,7 +189,8 @@ def test_trains_on_real_data_and_onnxruntime_gives_the_same_metrics(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from edgehal.checkpoint import load_checkpoint
     from edgehal.config import load_config
-    from edgehal.train import data_for_checkpoint, predict, train
+    from edgehal.pipeline import data_for_checkpoint, predict
+    from edgehal.train import train
 
     root = _data_root()
     cfg = load_config(Path(__file__).resolve().parents[2] / "models" / "configs" / "ujiindoorloc_hier.yaml",

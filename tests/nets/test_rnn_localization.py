@@ -230,7 +230,8 @@ def test_configs_name_every_cell():
 
 
 def test_a_training_step_on_real_data_reduces_the_loss(uji, tmp_path):
-    from edgehal.train import _optimizer, load_data, model_kwargs_for
+    from edgehal.pipeline import load_data, model_kwargs_for
+    from edgehal.train import _optimizer
 
     cfg = _config("gru", tmp_path, ["model.teacher_forcing=0.5"])
     data = load_data(cfg)

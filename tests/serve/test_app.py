@@ -423,7 +423,7 @@ def test_served_zoo_model_equals_the_parity_suites_onnxruntime_predictions(mnist
     from edgehal.export.onnx import ExportOptions, export_onnx
     from edgehal.parity import run_batched
     from edgehal.runtime.onnxruntime import OnnxRuntimeRunner
-    from edgehal.train import data_for_checkpoint
+    from edgehal.pipeline import data_for_checkpoint
 
     onnx_path = tmp_path / "mnist_hal_case1.onnx"
     export_onnx(mnist_checkpoint, onnx_path, options=ExportOptions(aux="keep"), data_root=data_root,
