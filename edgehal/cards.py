@@ -137,13 +137,18 @@ def build_card(checkpoint: str | Path, *, data_root: str | Path | None = None, p
     """The card of ``checkpoint`` as a plain dict (see the module docstring)."""
     from datetime import datetime, timezone
 
-    from edgehal.checkpoint import load_checkpoint, versions
+    from edgehal.artifact import read_artifact
+    from edgehal.checkpoint import versions
     from edgehal.evaluate import evaluate_checkpoint
     from edgehal.fileio import sha256_file
     from edgehal.pipeline import data_for_checkpoint
 
     path = Path(checkpoint)
-    ckpt = load_checkpoint(path)
+    artifact = read_artifact(path)
+    if artifact.kind != "checkpoint":
+        raise EdgehalError(f"card for {path}", f"needs a checkpoint, not a {artifact.kind} file",
+                           "the checkpoint.pt of a trained model")
+    ckpt = artifact.checkpoint
     sha_before = sha256_file(path)
     model = ckpt.build_model()
     manifest = ckpt.manifest
@@ -170,7 +175,7 @@ def build_card(checkpoint: str | Path, *, data_root: str | Path | None = None, p
         },
         "data": {"dataset": data.name, "train_samples": len(data.train), "val_samples": len(data.val),
                  "test_samples": len(data.test), "limit": stored.get("data", {}).get("limit"),
-                 "preprocessing": ckpt.preprocessing.to_dict() if ckpt.preprocessing else None},
+                 "preprocessing": artifact.preprocessing.to_dict() if artifact.preprocessing else None},
         "training": {**reproduce_command(stored, configs_dir=configs_dir),
                      "seed": stored.get("train", {}).get("seed"), "epochs": training.get("epoch"),
                      "train_seconds": round(sum(float(r.get("seconds", 0.0)) for r in history), 1),
