@@ -40,12 +40,9 @@ def load_data(cfg: Config) -> DataBundle:
 
 
 def _builder_params(dataset: str) -> set[str]:
-    import inspect
+    from edgehal.data.base import dataset_parameters
 
-    from edgehal.data.base import _DATASETS, _load_builtin
-    _load_builtin()
-    fn = _DATASETS.get(dataset)
-    return set(inspect.signature(fn).parameters) if fn else set()
+    return set(dataset_parameters(dataset))
 
 
 def model_kwargs_for(cfg: Config, data: DataBundle) -> dict[str, Any]:
