@@ -26,7 +26,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", data_roo
                         json_out: str | Path | None = None, confusion: str | Path | None = None,
                         batch_size: int = 1000, log: Callable[[str], None] = print) -> dict:
     """Metrics of every head of ``checkpoint`` on ``split``; optionally JSON and a confusion PNG."""
-    from edgehal.metrics import compute_metrics, confusion_matrix, head_target, save_confusion_png
+    from edgehal.scoring import compute_metrics, confusion_matrix, head_target, save_confusion_png
     from edgehal.train import data_for_checkpoint, predict
 
     ckpt = load_checkpoint(checkpoint)

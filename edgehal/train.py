@@ -24,8 +24,8 @@ from edgehal.checkpoint import load_checkpoint, save_checkpoint
 from edgehal.config import Config, config_from_dict
 from edgehal.data import DataBundle, Split, build_dataset
 from edgehal.errors import EdgehalError
-from edgehal.metrics import compute_metrics
 from edgehal.nets.registry import create_model, model_parameters
+from edgehal.scoring import compute_metrics
 
 Log = Callable[[str], None]
 

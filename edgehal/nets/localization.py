@@ -19,20 +19,18 @@ building-floor pairs: the decision is its argmax) and ``coordinates`` (metres
 from ``coordinate_origin``); aux ``building`` (logits), ``floor_b<k>`` (floor
 logits of building k's head) and ``coords_b<k>`` (building k's regressor).
 The aux outputs all feed the main ones, so pruning them removes outputs, not
-computation.
+computation. The evaluator is ``edgehal.scoring.localization``.
 """
 
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from edgehal.errors import EdgehalError
 from edgehal.manifest import BuildingFloors, Head, HeadManifest
-from edgehal.metrics import register_evaluator
 from edgehal.nets.base import EdgehalModel
 from edgehal.nets.hierarchical import COMBINE_RULES, HierarchicalHead, route, routed_nll
 from edgehal.nets.registry import register_model
@@ -298,10 +296,6 @@ def hier_localization(*, building_floors: Sequence[Sequence[int]], coord_mean: S
         coord_weight=coord_weight)
 
 
-# --------------------------------------------------------------------------
-# Evaluator: the same numbers from PyTorch, onnxruntime or TensorRT outputs.
-
-
 def building_floors_of(pairs: Sequence[Sequence[int]], *, combine: str,
                        coordinate_origin: Sequence[float] | None, undetected_dbm: float) -> BuildingFloors:
     """The manifest's localization facts, for every localization architecture."""
@@ -310,95 +304,3 @@ def building_floors_of(pairs: Sequence[Sequence[int]], *, combine: str,
                           if coordinate_origin is not None else None,
                           undetected_dbm=float(undetected_dbm), penalty_per_floor_m=FLOOR_PENALTY_M,
                           penalty_wrong_building_m=BUILDING_PENALTY_M)
-
-
-def _pairs(manifest: HeadManifest) -> np.ndarray:
-    if manifest.building_floors is None:
-        raise EdgehalError(f"manifest of {manifest.model}", "has no building_floors",
-                           "a manifest written by a localization model")
-    return np.asarray(manifest.building_floors.pairs, dtype=np.int64)
-
-
-def _truth(manifest: HeadManifest, labels: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pairs = _pairs(manifest)
-    if "building" in labels and "floor" in labels:
-        building, floor = np.asarray(labels["building"]), np.asarray(labels["floor"])
-    elif "label" in labels:
-        lab = np.asarray(labels["label"])
-        building, floor = pairs[lab, 0], pairs[lab, 1]
-    else:
-        raise EdgehalError("localization labels", f"have keys {sorted(labels)}",
-                           "building and floor (or label = building-floor index), and coords")
-    if "coords" not in labels:
-        raise EdgehalError("localization labels", f"have keys {sorted(labels)}", "coords (metres) as well")
-    return building.astype(np.int64), floor.astype(np.int64), np.asarray(labels["coords"], dtype=np.float64)
-
-
-def _error_entry(errors: np.ndarray) -> dict:
-    n = int(errors.size)
-    return {"mean_error_m": float(errors.mean()) if n else float("nan"),
-            "median_error_m": float(np.median(errors)) if n else float("nan"),
-            "p75_error_m": float(np.percentile(errors, 75)) if n else float("nan"),
-            "max_error_m": float(errors.max()) if n else float("nan"), "count": n}
-
-
-def _class_entry(pred: np.ndarray, target: np.ndarray) -> dict:
-    errors = int((pred != target).sum())
-    n = int(target.size)
-    return {"error_rate": 100.0 * errors / max(n, 1), "errors": errors, "count": n}
-
-
-@register_evaluator("localization")
-def localization_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndarray],
-                         labels: Mapping[str, np.ndarray]) -> dict:
-    """Per-head entries plus a ``summary``.
-
-    ``summary``: building hit rate (%), floor hit rate (% with building *and*
-    floor right), mean / median 2D error (m), and the IPIN penalised error:
-    2D error + 4 m per floor missed (|floor difference|) + 50 m for a wrong
-    building, averaged. All from the main outputs, so a pruned model scores the
-    same. Per head: ``error_rate`` for classification heads (a ``floor_b<k>``
-    head is scored on the samples of building k only), 2D errors for
-    regression heads (``coords_b<k>`` on building k's samples).
-    """
-    pairs = _pairs(manifest)
-    building, floor, coords = _truth(manifest, labels)
-    decision = np.asarray(outputs["building_floor"]).argmax(axis=1)
-    pred_b, pred_f = pairs[decision, 0], pairs[decision, 1]
-    xy = np.asarray(outputs["coordinates"], dtype=np.float64)
-    err2d = np.sqrt(((xy - coords) ** 2).sum(axis=1))
-    building_ok = pred_b == building
-    floor_ok = building_ok & (pred_f == floor)
-    bf = manifest.building_floors
-    penalised = err2d + bf.penalty_per_floor_m * np.abs(pred_f - floor) + bf.penalty_wrong_building_m * (~building_ok)
-    n = max(len(building), 1)
-
-    truth_pair = {tuple(p): i for i, p in enumerate(pairs.tolist())}
-    target_pair = np.asarray([truth_pair.get((int(b), int(f)), -1) for b, f in zip(building, floor)])
-    result: dict = {
-        "building_floor": {**_class_entry(decision, target_pair),
-                           "building_hit_rate": 100.0 * float(building_ok.sum()) / n,
-                           "floor_hit_rate": 100.0 * float(floor_ok.sum()) / n},
-        "coordinates": {**_error_entry(err2d), "penalised_error_m": float(penalised.mean()) if len(err2d) else
-                        float("nan")},
-    }
-    if "building" in outputs:
-        result["building"] = _class_entry(np.asarray(outputs["building"]).argmax(axis=1), building)
-    for k in range(int(pairs[:, 0].max()) + 1 if len(pairs) else 0):
-        rows = building == k
-        if f"floor_b{k}" in outputs:
-            floors = pairs[pairs[:, 0] == k, 1]
-            pred = floors[np.asarray(outputs[f"floor_b{k}"])[rows].argmax(axis=1)]
-            result[f"floor_b{k}"] = _class_entry(pred, floor[rows])
-        if f"coords_b{k}" in outputs:
-            e = np.sqrt(((np.asarray(outputs[f"coords_b{k}"], dtype=np.float64)[rows] - coords[rows]) ** 2).sum(1))
-            result[f"coords_b{k}"] = _error_entry(e)
-    result["summary"] = {
-        "building_hit_rate": 100.0 * float(building_ok.sum()) / n,
-        "floor_hit_rate": 100.0 * float(floor_ok.sum()) / n,
-        "mean_error_m": float(err2d.mean()) if len(err2d) else float("nan"),
-        "median_error_m": float(np.median(err2d)) if len(err2d) else float("nan"),
-        "penalised_error_m": float(penalised.mean()) if len(err2d) else float("nan"),
-        "count": int(len(building)),
-    }
-    return result
