@@ -33,6 +33,7 @@ from edgehal.errors import EdgehalError
 from edgehal.hierarchy import aux_head_from_case, get_case
 from edgehal.manifest import CoarseToFine, Head, HeadManifest
 from edgehal.nets.base import EdgehalModel, InputNormalization
+from edgehal.nets.declared import class_names_for, input_shape_for
 from edgehal.nets.hal import PRESETS, PreActResNet, residual_stages
 from edgehal.nets.hierarchical import COMBINE_RULES, HierarchicalHead, routed_nll
 from edgehal.nets.registry import register_model
@@ -133,7 +134,8 @@ def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[
     fine branch (0: branches are linear heads on the shared trunk).
     ``combine``: ``weighted`` (HD-CNN) or ``hard``. ``branch_classes``: ``all``
     (a branch scores every class, as in HD-CNN) or ``group`` (only its
-    superclass's classes). ``preset`` defaults to ``dataset``.
+    superclass's classes). ``preset`` defaults to ``dataset``. ``class_names``
+    and ``input_shape`` default to what ``dataset`` declares.
     """
     preset_name = preset or dataset
     if preset_name not in PRESETS:
@@ -150,9 +152,9 @@ def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[
     if not 0 <= branch_stages < len(w):
         raise EdgehalError("model.branch_stages", f"is {branch_stages}",
                            f"0..{len(w) - 1} (the trunk keeps at least one of the {len(w)} stages)")
-    shape = tuple(input_shape or p["input_shape"])
-    names = tuple(class_names or (str(i) for i in range(10)))
-    sc = get_case(dataset, case)
+    shape = input_shape_for(dataset=dataset, input_shape=input_shape)
+    names = class_names_for(dataset=dataset, class_names=class_names)
+    sc = get_case(dataset, case, num_classes=len(names))
     if sc.num_classes != len(names):
         raise EdgehalError(f"case {case!r}", f"maps {sc.num_classes} classes", f"{len(names)} classes of {dataset}")
     own = branch_classes == "group"
