@@ -68,7 +68,7 @@ def test_augmentation_is_training_only():
         a, b = m(x), m(x)
     torch.testing.assert_close(a["coordinates"], b["coordinates"])
     pos = m.rssi.linear(x)
-    aug = m._augment(pos)
+    aug = m.augment(pos)
     assert torch.all(aug[pos == 0] == 0)          # nothing appears where nothing was heard
     assert not torch.equal(aug, pos) and float(aug.min()) >= 0.0 and float(aug.max()) <= 1.0
 
