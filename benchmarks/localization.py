@@ -41,7 +41,7 @@ def onnxruntime_metrics(ckpt_path: Path, data_root: str | None) -> dict:
     import torch
 
     from edgehal.checkpoint import load_checkpoint
-    from edgehal.metrics import compute_metrics
+    from edgehal.scoring import compute_metrics
     from edgehal.nets.base import ExportWrapper
     from edgehal.pipeline import data_for_checkpoint, predict
 

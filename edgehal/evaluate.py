@@ -26,8 +26,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", data_roo
                         json_out: str | Path | None = None, confusion: str | Path | None = None,
                         batch_size: int = 1000, log: Callable[[str], None] = print) -> dict:
     """Metrics of every head of ``checkpoint`` on ``split``; optionally JSON and a confusion PNG."""
-    from edgehal.metrics import compute_metrics, confusion_matrix, head_target, save_confusion_png
     from edgehal.pipeline import data_for_checkpoint, predict
+    from edgehal.scoring import compute_metrics, confusion_matrix, head_target, save_confusion_png
 
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model()

@@ -86,13 +86,21 @@ SUPERCLASS_CASES: dict[str, dict[str, SuperclassCase]] = {
 }
 
 
-def get_case(dataset: str, case: str) -> SuperclassCase:
+def get_case(dataset: str, case: str, *, num_classes: int | None = None) -> SuperclassCase:
     """Return a published superclass case, or a custom one from a YAML/JSON file.
 
     ``case`` is a case name (``case1``..``case4``) or a path to a mapping file.
+    ``num_classes`` is how many main classes a mapping file must partition.
+    Defaults to the class count of ``dataset``'s published cases.
     """
     if case.endswith((".yaml", ".yml", ".json")) or "/" in case:
-        return load_case_file(case, num_classes=10)
+        if num_classes is None:
+            published = SUPERCLASS_CASES.get(dataset)
+            if not published:
+                raise EdgehalError(f"superclass mapping {case}", f"has no class count to check: {dataset!r} "
+                                   "has no published superclass cases", "the number of main classes (num_classes)")
+            num_classes = next(iter(published.values())).num_classes
+        return load_case_file(case, num_classes=num_classes)
     cases = SUPERCLASS_CASES.get(dataset)
     if cases is None:
         raise EdgehalError(

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgehal.errors import EdgehalError
 from edgehal.hierarchy import HeadManifest
-from edgehal.metrics import compute_metrics, head_target
+from edgehal.scoring import compute_metrics, head_target
 
 
 @dataclass(frozen=True)

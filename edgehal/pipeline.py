@@ -8,7 +8,6 @@ needs a checkpoint's data asks this module and never the training loop
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +18,10 @@ from torch import nn
 
 from edgehal.config import DATA_SUPPLIED_MODEL_ARGS, Config, config_from_dict
 from edgehal.data import DataBundle, Split, build_dataset
+from edgehal.data.base import dataset_parameters
 from edgehal.errors import EdgehalError
-from edgehal.metrics import compute_metrics
 from edgehal.nets.registry import create_model, model_parameters
+from edgehal.scoring import compute_metrics
 
 if TYPE_CHECKING:
     from edgehal.checkpoint import LoadedCheckpoint
@@ -45,10 +45,7 @@ def load_data(cfg: Config) -> DataBundle:
 
 
 def _builder_params(dataset: str) -> set[str]:
-    from edgehal.data.base import _DATASETS, _load_builtin
-    _load_builtin()
-    fn = _DATASETS.get(dataset)
-    return set(inspect.signature(fn).parameters) if fn else set()
+    return set(dataset_parameters(dataset))
 
 
 def config_of_checkpoint(payload: dict) -> Config:

@@ -6,6 +6,8 @@ augmentation). Small data sets fit in memory, and batchwise tensor ops are many
 times faster on 2 CPU cores than per-image PIL transforms.
 """
 
-from edgehal.data.base import DataBundle, Split, build_dataset, list_datasets, register_dataset, resolve_data_root
+from edgehal.data.base import (DataBundle, DatasetInfo, Split, build_dataset, dataset_info, dataset_parameters,
+                               list_datasets, register_dataset, resolve_data_root)
 
-__all__ = ["DataBundle", "Split", "build_dataset", "list_datasets", "register_dataset", "resolve_data_root"]
+__all__ = ["DataBundle", "DatasetInfo", "Split", "build_dataset", "dataset_info", "dataset_parameters",
+           "list_datasets", "register_dataset", "resolve_data_root"]

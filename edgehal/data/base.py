@@ -1,16 +1,18 @@
-"""DataBundle, Split, the data set registry and the data-directory rule."""
+"""DataBundle, Split, the data set registry (with what each data set declares) and the data-directory rule."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
 from edgehal.errors import EdgehalError
-from edgehal.manifest import Preprocessing
+from edgehal.manifest import LAYOUTS, Preprocessing
+from edgehal.registry import Registry, place_of
 
 DATA_ENV = "EDGEHAL_DATA"
 
@@ -69,30 +71,66 @@ class DataBundle:
 
 
 Builder = Callable[..., DataBundle]
-_DATASETS: dict[str, Builder] = {}
 
 
-def register_dataset(name: str) -> Callable[[Builder], Builder]:
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a data set declares before any of it is read (timm's pretrained config).
+
+    A model can be built, and its manifest checked, from this alone: the input
+    shape and layout, the class names in label order, and ``model_kwargs``,
+    the builder arguments the data set fixes before it is read (the data set's
+    name for the superclass cases, the buildings' floors). Statistics fitted
+    on the data (mean, std, coordinate scales) are not declared: they come
+    with the loaded ``DataBundle``.
+    """
+
+    input_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+    layout: str = "NCHW"
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise EdgehalError("data set info", f"layout {self.layout!r} is unknown", f"one of {LAYOUTS}")
+        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+
+
+@dataclass(frozen=True)
+class _Registered:
+    builder: Builder
+    info: DatasetInfo | None
+
+
+DATASETS: Registry[_Registered] = Registry("data set", builtin=("edgehal.data.images", "edgehal.data.ujiindoorloc"))
+
+
+def register_dataset(name: str, *, info: DatasetInfo | None = None) -> Callable[[Builder], Builder]:
+    """Decorator registering a data set builder and what it declares; a name registered twice is refused."""
     def decorator(fn: Builder) -> Builder:
-        _DATASETS[name] = fn
+        DATASETS.add(name, _Registered(fn, info), place=place_of(fn))
         return fn
     return decorator
 
 
-def _load_builtin() -> None:
-    import importlib
-
-    for module in ("images", "ujiindoorloc", "sequences"):
-        try:
-            importlib.import_module(f"edgehal.data.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"edgehal.data.{module}":
-                raise
-
-
 def list_datasets() -> list[str]:
-    _load_builtin()
-    return sorted(_DATASETS)
+    return DATASETS.names()
+
+
+def dataset_parameters(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of data set ``name``'s builder."""
+    return dict(inspect.signature(DATASETS.get(name).builder).parameters)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """What data set ``name`` declares (shape, classes); an error when it is unknown or declares nothing."""
+    info = DATASETS.get(name).info
+    if info is None:
+        raise EdgehalError(f"data set {name!r}", "declares no input shape or classes",
+                           "register_dataset(name, info=DatasetInfo(...)), or pass them to the model")
+    return info
 
 
 def resolve_data_root(root: str | Path | None, *, required: bool = True) -> Path | None:
@@ -110,7 +148,4 @@ def resolve_data_root(root: str | Path | None, *, required: bool = True) -> Path
 
 
 def build_dataset(name: str, *, root: str | Path | None = None, **options: Any) -> DataBundle:
-    _load_builtin()
-    if name not in _DATASETS:
-        raise EdgehalError(f"dataset {name!r}", "is unknown", f"one of {sorted(_DATASETS)}")
-    return _DATASETS[name](root=root, **options)
+    return DATASETS.get(name).builder(root=root, **options)

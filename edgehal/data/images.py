@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgehal.data.base import DataBundle, Split, register_dataset, resolve_data_root
+from edgehal.data.base import DataBundle, DatasetInfo, Split, register_dataset, resolve_data_root
 from edgehal.errors import EdgehalError
 from edgehal.hierarchy import CIFAR10_CLASSES, DIGIT_CLASSES
 
@@ -51,12 +51,17 @@ def _bundle(name: str, x_train, y_train, x_test, y_test, *, val_size: int, seed:
                       model_kwargs={"dataset": name})
 
 
+def _info(name: str, *, shape: tuple[int, ...], classes: tuple[str, ...]) -> DatasetInfo:
+    # model_kwargs as _bundle hands them over: the name selects the superclass cases
+    return DatasetInfo(input_shape=shape, class_names=classes, layout="NCHW", model_kwargs={"dataset": name})
+
+
 def _torchvision_error(name: str, root: Path, exc: Exception) -> EdgehalError:
     return EdgehalError(f"{name} data in {root}", f"could not be read ({str(exc).splitlines()[0][:200]})",
                         "the standard torchvision layout; pass download=true to fetch it")
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", info=_info("mnist", shape=(1, 28, 28), classes=DIGIT_CLASSES))
 def mnist(*, root: str | Path | None = None, val_size: int = 5000, seed: int = 0,
           download: bool = False, limit: int | None = None, verify_checksums: bool = True) -> DataBundle:
     """MNIST from ``<root>/MNIST/raw`` (the four IDX files)."""
@@ -85,7 +90,7 @@ def _integrity_switch(cls, verify: bool):
     return Unverified
 
 
-@register_dataset("svhn")
+@register_dataset("svhn", info=_info("svhn", shape=(3, 32, 32), classes=DIGIT_CLASSES))
 def svhn(*, root: str | Path | None = None, val_size: int = 5000, seed: int = 0, download: bool = False,
          limit: int | None = None, verify_checksums: bool = True) -> DataBundle:
     """SVHN from ``<root>/train_32x32.mat`` and ``test_32x32.mat`` (torchvision's layout)."""
@@ -101,7 +106,7 @@ def svhn(*, root: str | Path | None = None, val_size: int = 5000, seed: int = 0,
                    seed=seed, classes=DIGIT_CLASSES, augment={"crop_pad": 4}, limit=limit)
 
 
-@register_dataset("cifar10")
+@register_dataset("cifar10", info=_info("cifar10", shape=(3, 32, 32), classes=CIFAR10_CLASSES))
 def cifar10(*, root: str | Path | None = None, val_size: int = 5000, seed: int = 0, download: bool = False,
             limit: int | None = None, verify_checksums: bool = True) -> DataBundle:
     """CIFAR-10 from ``<root>/cifar-10-batches-py`` (torchvision's layout)."""
@@ -119,7 +124,7 @@ def cifar10(*, root: str | Path | None = None, val_size: int = 5000, seed: int =
                    augment={"crop_pad": 4, "hflip": True}, limit=limit)
 
 
-@register_dataset("digits")
+@register_dataset("digits", info=_info("digits", shape=(1, 8, 8), classes=DIGIT_CLASSES))
 def digits(*, root: str | Path | None = None, val_size: int = 180, seed: int = 0, test_size: int = 360,
            limit: int | None = None) -> DataBundle:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images): needs no files at all."""

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgehal.data.base import DataBundle, Split, register_dataset, resolve_data_root
+from edgehal.data.base import DataBundle, DatasetInfo, Split, register_dataset, resolve_data_root
 from edgehal.errors import EdgehalError
 
 NUM_WAPS = 520
@@ -45,6 +45,13 @@ RSSI_RANGE = (-120.0, 0.0)       # dBm; the published files hold -104..0
 NUM_BUILDINGS = 3
 FLOORS_RANGE = (0, 4)
 ORIGIN_STEP_M = 10.0
+# The published files' floors per building: what the data set declares before it is read. The
+# builder still takes the pairs from trainingData.csv (and a test's small files may hold fewer).
+PUBLISHED_BUILDING_FLOORS: tuple[tuple[int, ...], ...] = ((0, 1, 2, 3), (0, 1, 2, 3), (0, 1, 2, 3, 4))
+INFO = DatasetInfo(
+    input_shape=(NUM_WAPS,), layout="NC",
+    class_names=tuple(f"B{b}F{f}" for b, floors in enumerate(PUBLISHED_BUILDING_FLOORS) for f in floors),
+    model_kwargs={"building_floors": [list(f) for f in PUBLISHED_BUILDING_FLOORS]})
 
 # Integer columns and their allowed ranges (inclusive); None = unbounded.
 _INT_RANGES: dict[str, tuple[int, int | None]] = {
@@ -164,7 +171,7 @@ def _split(data: np.ndarray, *, origin: tuple[float, float],
                   "floor": torch.as_tensor(floor), "coords": torch.as_tensor(coords, dtype=torch.float32)})
 
 
-@register_dataset("ujiindoorloc")
+@register_dataset("ujiindoorloc", info=INFO)
 def ujiindoorloc(*, root: str | Path | None = None, val_size: int = 1000, seed: int = 0,
                  limit: int | None = None, undetected_dbm: float = -110.0) -> DataBundle:
     """UJIIndoorLoc from ``<root>/UJIIndoorLoc``.

@@ -13,7 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest
+from edgehal.targets import head_targets
 
 
 class InputNormalization(nn.Module):
@@ -51,8 +52,6 @@ class EdgehalModel(nn.Module):
     def loss(self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], *,
              aux_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
         """CE(main) + aux_weight * sum CE(aux) for classifiers; override for other tasks."""
-        from edgehal.metrics import head_targets
-
         targets = head_targets(self.manifest, labels)
         total = outputs[self.manifest.main.name].new_zeros(())
         parts: dict[str, float] = {}

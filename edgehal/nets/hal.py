@@ -1,31 +1,30 @@
 """HAL classifiers (Cha, Kim, Lee, arXiv:1906.00852) on a pre-activation ResNet.
 
-The auxiliary block sits between the last residual stage and the final fully
-connected layer. It predicts superclass scores from the pooled features; when
-it *feeds* the classifier (HAL) those scores are concatenated with the pooled
-features as the classifier's input. A *training-only* auxiliary branch (deep
-supervision) sees the same features but does not feed the classifier, so
-pruning it at export removes its nodes. The baseline has no auxiliary block.
+The auxiliary blocks sit between the last residual stage and the final fully
+connected layer, on the pooled features; their wiring (HAL or training-only)
+is :mod:`edgehal.nets.hal_head`'s. The baseline has no auxiliary block.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import Head, HeadManifest, aux_head_from_case, get_case
-from edgehal.nets.base import EdgehalModel, InputNormalization
+from edgehal.manifest import HeadManifest
+from edgehal.nets.base import InputNormalization
+from edgehal.nets.declared import input_shape_for
+from edgehal.nets.hal_head import AuxSpec, HALClassifier, hal_heads
 from edgehal.nets.registry import register_model
 
-# Input presets: shape, and the backbone that suits it.
+# The backbone that suits each data set's images (their shape is the data set's own declaration).
 PRESETS: dict[str, dict[str, Any]] = {
-    "mnist": {"input_shape": (1, 28, 28), "widths": (16, 32, 64), "blocks": (2, 2, 2), "strides": (1, 2, 2)},
-    "svhn": {"input_shape": (3, 32, 32), "widths": (64, 128, 256), "blocks": (2, 2, 2), "strides": (1, 2, 2)},
-    "cifar10": {"input_shape": (3, 32, 32), "widths": (64, 128, 256), "blocks": (3, 3, 3), "strides": (1, 2, 2)},
-    "digits": {"input_shape": (1, 8, 8), "widths": (16, 32), "blocks": (1, 1), "strides": (1, 2)},
+    "mnist": {"widths": (16, 32, 64), "blocks": (2, 2, 2), "strides": (1, 2, 2)},
+    "svhn": {"widths": (64, 128, 256), "blocks": (2, 2, 2), "strides": (1, 2, 2)},
+    "cifar10": {"widths": (64, 128, 256), "blocks": (3, 3, 3), "strides": (1, 2, 2)},
+    "digits": {"widths": (16, 32), "blocks": (1, 1), "strides": (1, 2)},
 }
 
 
@@ -79,19 +78,7 @@ class PreActResNet(nn.Module):
         return torch.relu(self.bn(x)).mean(dim=(2, 3))
 
 
-class AuxBlock(nn.Module):
-    """Pooled features -> hidden -> superclass scores."""
-
-    def __init__(self, cin: int, hidden: int, num_superclasses: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(cin, hidden), nn.ReLU(inplace=False),
-                                 nn.Linear(hidden, num_superclasses))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class HALResNet(EdgehalModel):
+class HALResNet(HALClassifier):
     """Pre-activation ResNet with zero or more auxiliary superclass heads."""
 
     def __init__(self, *, manifest: HeadManifest, in_channels: int, widths: Sequence[int],
@@ -101,51 +88,10 @@ class HALResNet(EdgehalModel):
         self.manifest = manifest
         self.normalize = InputNormalization(mean=mean, std=std, scale=1.0 / 255.0)
         self.backbone = PreActResNet(in_channels=in_channels, widths=widths, blocks=blocks, strides=strides)
-        d = self.backbone.num_features
-        self.aux_names = [h.name for h in manifest.aux_heads]
-        self.aux_blocks = nn.ModuleDict({
-            h.name: AuxBlock(d, hidden, h.num_outputs) for h, hidden in zip(manifest.aux_heads, aux_hidden)})
-        self.feeding = [h.name for h in manifest.aux_heads if h.feeds_main]
-        fed = sum(manifest.head(n).num_outputs for n in self.feeding)
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.classifier = nn.Linear(d + fed, manifest.main.num_outputs)
+        self.init_heads(features=self.backbone.num_features, aux_hidden=aux_hidden, dropout=dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalize(x))
-
-    def forward_heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {name: block(features) for name, block in self.aux_blocks.items()}
-        head_in = torch.cat([features] + [out[n] for n in self.feeding], dim=1) if self.feeding else features
-        return {self.manifest.main.name: self.classifier(self.dropout(head_in)), **out}
-
-
-def _aux_specs(aux: Sequence[Mapping[str, Any] | str] | None) -> list[dict[str, Any]]:
-    specs = []
-    for i, a in enumerate(aux or ()):
-        spec = {"case": a} if isinstance(a, str) else dict(a)
-        unknown = set(spec) - {"case", "feeds_main", "hidden", "name"}
-        if unknown or "case" not in spec:
-            raise EdgehalError(f"model.aux[{i}]", f"has keys {sorted(spec)}",
-                               "keys: case (required), feeds_main, hidden, name")
-        specs.append(spec)
-    return specs
-
-
-def hal_heads(*, dataset: str, class_names: Sequence[str] | None, aux: Sequence[Mapping[str, Any] | str] | None,
-              aux_hidden: int) -> tuple[list[Head], list[int]]:
-    """The heads of a HAL classifier (main ``logits`` plus one per auxiliary case) and each aux block's width."""
-    names = tuple(class_names or (str(i) for i in range(10)))
-    heads = [Head(name="logits", kind="main", level=0, class_names=names, description="class scores (logits)")]
-    hidden = []
-    for spec in _aux_specs(aux):
-        case = get_case(dataset, spec["case"])
-        if case.num_classes != len(names):
-            raise EdgehalError(f"case {spec['case']!r}", f"maps {case.num_classes} classes",
-                               f"{len(names)} classes of {dataset}")
-        heads.append(aux_head_from_case(case, name=spec.get("name"),
-                                        feeds_main=bool(spec.get("feeds_main", True))))
-        hidden.append(int(spec.get("hidden", aux_hidden)))
-    return heads, hidden
 
 
 @register_model("hal_resnet")
@@ -153,20 +99,21 @@ def hal_resnet(*, dataset: str = "mnist", class_names: Sequence[str] | None = No
                input_shape: Sequence[int] | None = None, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, preset: str | None = None,
                widths: Sequence[int] | None = None, blocks: Sequence[int] | None = None,
-               strides: Sequence[int] | None = None, aux: Sequence[Mapping[str, Any] | str] | None = None,
+               strides: Sequence[int] | None = None, aux: Sequence[AuxSpec] | None = None,
                aux_hidden: int = 64, dropout: float = 0.0) -> HALResNet:
     """A HAL classifier; ``aux=[]`` is the baseline.
 
     ``aux`` lists auxiliary heads: a case name (``case1``..``case4`` or a mapping
     file) or ``{case, feeds_main (default true), hidden (default aux_hidden), name}``.
     ``preset`` defaults to ``dataset``; ``widths``/``blocks``/``strides`` override it.
+    ``class_names`` and ``input_shape`` default to what ``dataset`` declares.
     ``mean``/``std`` default to 0.5 per channel (the trainer passes the data set's).
     """
     preset_name = preset or dataset
     if preset_name not in PRESETS:
         raise EdgehalError(f"model preset {preset_name!r}", "is unknown", f"one of {sorted(PRESETS)}")
     p = PRESETS[preset_name]
-    shape = tuple(input_shape or p["input_shape"])
+    shape = input_shape_for(dataset=dataset, input_shape=input_shape)
     heads, hidden = hal_heads(dataset=dataset, class_names=class_names, aux=aux, aux_hidden=aux_hidden)
     manifest = HeadManifest(model="hal_resnet", input_name="input", input_shape=shape,
                             heads=tuple(heads), dataset=dataset)

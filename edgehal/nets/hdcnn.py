@@ -11,7 +11,8 @@ The hierarchical head is ``edgehal.nets.hierarchical.HierarchicalHead``, the
 one the localization network uses. Outputs: main ``fine`` (log-probabilities:
 argmax is the prediction, softmax gives them back as probabilities); aux
 ``coarse`` (superclass logits) and ``fine_b<k>`` (branch k's logits). The aux
-outputs feed ``fine``, so pruning them at export removes outputs only.
+outputs feed ``fine``, so pruning them at export removes outputs only. They
+are scored by ``edgehal.scoring.hdcnn``, named in the manifest.
 
 Training (``train.stages``, see ``edgehal.train``): HD-CNN trains the trunk and
 fine branches, then the coarse component, then fine-tunes everything; or all
@@ -23,17 +24,16 @@ with ``combine: hard`` the NLL(fine) term is left out (see ``HDCNN.loss``).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from edgehal.errors import EdgehalError
 from edgehal.hierarchy import aux_head_from_case, get_case
 from edgehal.manifest import CoarseToFine, Head, HeadManifest
-from edgehal.metrics import register_evaluator
 from edgehal.nets.base import EdgehalModel, InputNormalization
+from edgehal.nets.declared import class_names_for, input_shape_for
 from edgehal.nets.hal import PRESETS, PreActResNet, residual_stages
 from edgehal.nets.hierarchical import COMBINE_RULES, HierarchicalHead, routed_nll
 from edgehal.nets.registry import register_model
@@ -134,7 +134,8 @@ def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[
     fine branch (0: branches are linear heads on the shared trunk).
     ``combine``: ``weighted`` (HD-CNN) or ``hard``. ``branch_classes``: ``all``
     (a branch scores every class, as in HD-CNN) or ``group`` (only its
-    superclass's classes). ``preset`` defaults to ``dataset``.
+    superclass's classes). ``preset`` defaults to ``dataset``. ``class_names``
+    and ``input_shape`` default to what ``dataset`` declares.
     """
     preset_name = preset or dataset
     if preset_name not in PRESETS:
@@ -151,9 +152,9 @@ def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[
     if not 0 <= branch_stages < len(w):
         raise EdgehalError("model.branch_stages", f"is {branch_stages}",
                            f"0..{len(w) - 1} (the trunk keeps at least one of the {len(w)} stages)")
-    shape = tuple(input_shape or p["input_shape"])
-    names = tuple(class_names or (str(i) for i in range(10)))
-    sc = get_case(dataset, case)
+    shape = input_shape_for(dataset=dataset, input_shape=input_shape)
+    names = class_names_for(dataset=dataset, class_names=class_names)
+    sc = get_case(dataset, case, num_classes=len(names))
     if sc.num_classes != len(names):
         raise EdgehalError(f"case {case!r}", f"maps {sc.num_classes} classes", f"{len(names)} classes of {dataset}")
     own = branch_classes == "group"
@@ -177,48 +178,3 @@ def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[
                  groups=sc.groups, num_classes=len(names), branch_classes=branch_classes, combine=combine,
                  coarse_hidden=coarse_hidden, branch_hidden=branch_hidden, mean=tuple(mean or [0.5] * c),
                  std=tuple(std or [0.5] * c), dropout=dropout, branch_weight=branch_weight)
-
-
-@register_evaluator("hdcnn")
-def hdcnn_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndarray],
-                  labels: Mapping[str, np.ndarray]) -> dict:
-    """Error rate per head, the coarse/fine consistency, and a ``summary``.
-
-    ``fine`` and ``coarse``: error rate on every sample. ``fine_b<k>``: error
-    rate of branch k on the samples of superclass k (what it is trained for).
-    ``coarse_fine_consistency`` (when the coarse output is present): the share
-    of samples whose coarse prediction is the superclass of the fine prediction.
-    """
-    y = np.asarray(labels["label"])
-    c2f = manifest.coarse_to_fine
-    groups = c2f.groups
-    coarse_of = np.asarray(c2f.coarse_of, dtype=np.int64)
-    n = max(len(y), 1)
-
-    def entry(pred: np.ndarray, target: np.ndarray) -> dict:
-        errors = int((pred != target).sum())
-        return {"error_rate": 100.0 * errors / max(len(target), 1), "errors": errors, "count": int(len(target))}
-
-    fine_pred = np.asarray(outputs["fine"]).argmax(axis=1)
-    result: dict = {"fine": entry(fine_pred, y)}
-    summary = {"error_rate": result["fine"]["error_rate"]}
-    if "coarse" in outputs:
-        coarse_pred = np.asarray(outputs["coarse"]).argmax(axis=1)
-        result["coarse"] = entry(coarse_pred, coarse_of[y])
-        agree = int((coarse_pred == coarse_of[fine_pred]).sum())
-        result["coarse_fine_consistency"] = {"consistency_rate": 100.0 * agree / n,
-                                             "inconsistent": int(len(y) - agree), "count": int(len(y))}
-        summary["coarse_error_rate"] = result["coarse"]["error_rate"]
-        summary["coarse_fine_consistency"] = result["coarse_fine_consistency"]["consistency_rate"]
-    for k in range(len(groups)):
-        name = f"fine_b{k}"
-        if name not in outputs:
-            continue
-        rows = coarse_of[y] == k
-        local = np.asarray(outputs[name])[rows].argmax(axis=1)
-        # a "group" branch scores only its superclass's classes, in group order
-        to_class = np.asarray(groups[k]) if c2f.branch_classes == "group" \
-            else np.arange(len(coarse_of))
-        result[name] = entry(to_class[local], y[rows])
-    result["summary"] = summary
-    return result

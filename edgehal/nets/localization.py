@@ -19,56 +19,31 @@ building-floor pairs: the decision is its argmax) and ``coordinates`` (metres
 from ``coordinate_origin``); aux ``building`` (logits), ``floor_b<k>`` (floor
 logits of building k's head) and ``coords_b<k>`` (building k's regressor).
 The aux outputs all feed the main ones, so pruning them removes outputs, not
-computation.
+computation. The manifest, argument checks and loss are
+:mod:`edgehal.nets.localization_heads`' (shared with
+``recurrent_localization``); the RSSI transform and augmentation are
+:mod:`edgehal.nets.rssi`'s; the evaluator is ``edgehal.scoring.localization``.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from edgehal.errors import EdgehalError
-from edgehal.manifest import BuildingFloors, Head, HeadManifest
-from edgehal.metrics import register_evaluator
+from edgehal.manifest import HeadManifest
 from edgehal.nets.base import EdgehalModel
-from edgehal.nets.hierarchical import COMBINE_RULES, HierarchicalHead, route, routed_nll
+from edgehal.nets.hierarchical import HierarchicalHead, route
+from edgehal.nets.localization_heads import (check_localization_args, floor_branch_classes, localization_loss,
+                                             localization_manifest)
 from edgehal.nets.registry import register_model
-
-FLOOR_PENALTY_M = 4.0      # IPIN competitions: per floor missed
-BUILDING_PENALTY_M = 50.0  # IPIN competitions: wrong building
-NOT_DETECTED_THRESHOLD = 0.0  # RSSI is <= 0 dBm; anything above (100 in the files) is "not detected"
-
-
-class RssiTransform(nn.Module):
-    """Raw RSSI -> [0, 1]: not detected (and never-heard access points) -> 0, ``floor`` dBm -> 0, 0 dBm -> 1.
-
-    The "positive" representation of Torres-Sospedra et al. (2015), optionally
-    raised to ``power`` (their "powed" representation, which weakens noisy
-    low readings). Buffers, so it exports and a deployed model takes raw values.
-    """
-
-    def __init__(self, *, undetected_dbm: float, heard: Sequence[int], power: float = 1.0) -> None:
-        super().__init__()
-        self.register_buffer("floor_dbm", torch.tensor(float(undetected_dbm)))
-        self.register_buffer("heard", torch.tensor([float(bool(h)) for h in heard]).view(1, -1))
-        self.power = float(power)
-
-    def linear(self, x: torch.Tensor) -> torch.Tensor:
-        """dBm -> [0, 1], linear in dB (the positive representation)."""
-        detected = (x <= NOT_DETECTED_THRESHOLD).to(x.dtype) * self.heard
-        return torch.clamp((x - self.floor_dbm) / -self.floor_dbm, 0.0, 1.0) * detected
-
-    def curve(self, pos: torch.Tensor) -> torch.Tensor:
-        return pos.pow(self.power) if self.power != 1.0 else pos
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.curve(self.linear(x))
+from edgehal.nets.rssi import RssiAugmentation, RssiTransform
 
 
 def mlp(cin: int, hidden: Sequence[int], cout: int | None, *, dropout: float, batchnorm: bool) -> nn.Sequential:
+    """Linear [-BatchNorm] -ReLU [-Dropout] per ``hidden`` width, then a Linear to ``cout`` unless it is None."""
     layers: list[nn.Module] = []
     for width in hidden:
         layers.append(nn.Linear(cin, width))
@@ -83,7 +58,33 @@ def mlp(cin: int, hidden: Sequence[int], cout: int | None, *, dropout: float, ba
     return nn.Sequential(*layers)
 
 
-class HierLocalization(EdgehalModel):
+class FingerprintModel(EdgehalModel):
+    """A model on raw RSSI fingerprints: in-graph RSSI transform, training-only augmentation, shared layers.
+
+    Both localization architectures start this way. Subclasses call
+    ``init_input`` and build their heads on the width it returns; ``rssi`` and
+    ``shared`` are attributes of the model itself, so state_dict keys stay
+    those of saved checkpoints.
+    """
+
+    def init_input(self, *, heard: Sequence[int], undetected_dbm: float, power: float, hidden: Sequence[int],
+                   dropout: float, batchnorm: bool, input_dropout: float, rssi_shift_db: float,
+                   rssi_noise_db: float) -> int:
+        """Build the input side; returns the width of the shared features."""
+        self.rssi = RssiTransform(undetected_dbm=undetected_dbm, heard=heard, power=power)
+        self.augment = RssiAugmentation(undetected_dbm=undetected_dbm, shift_db=rssi_shift_db,
+                                        noise_db=rssi_noise_db, dropout=input_dropout)
+        self.shared = mlp(len(heard), hidden, None, dropout=dropout, batchnorm=batchnorm)
+        return hidden[-1] if hidden else len(heard)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        pos = self.rssi.linear(x)
+        if self.training:
+            pos = self.augment(pos)
+        return self.shared(self.rssi.curve(pos))
+
+
+class HierLocalization(FingerprintModel):
     """Shared layers, building -> per-building floor heads, per-building (or shared) coordinate regressors."""
 
     def __init__(self, *, manifest: HeadManifest, building_floors: Sequence[Sequence[int]],
@@ -96,22 +97,15 @@ class HierLocalization(EdgehalModel):
         self.manifest = manifest
         self.building_floors = [list(f) for f in building_floors]
         self.num_buildings = len(self.building_floors)
-        self.rssi = RssiTransform(undetected_dbm=undetected_dbm, heard=heard, power=power)
-        self.input_dropout = float(input_dropout)
-        self.rssi_shift_db = float(rssi_shift_db)
-        self.rssi_noise_db = float(rssi_noise_db)
-        self.shared = mlp(len(heard), hidden, None, dropout=dropout, batchnorm=batchnorm)
-        d = hidden[-1] if hidden else len(heard)
-        pairs = [(b, f) for b, floors in enumerate(self.building_floors) for f in floors]
-        branch_classes, start = [], 0
-        for floors in self.building_floors:
-            branch_classes.append(list(range(start, start + len(floors))))
-            start += len(floors)
+        d = self.init_input(heard=heard, undetected_dbm=undetected_dbm, power=power, hidden=hidden, dropout=dropout,
+                            batchnorm=batchnorm, input_dropout=input_dropout, rssi_shift_db=rssi_shift_db,
+                            rssi_noise_db=rssi_noise_db)
+        branch_classes = floor_branch_classes(self.building_floors)
         self.floors = HierarchicalHead(
             coarse=nn.Linear(d, self.num_buildings),
             branches=[mlp(d, branch_hidden, len(f), dropout=dropout, batchnorm=batchnorm)
                       for f in self.building_floors],
-            combine=combine, num_fine=len(pairs), branch_classes=branch_classes)
+            combine=combine, num_fine=sum(len(c) for c in branch_classes), branch_classes=branch_classes)
         self.per_building_coords = coord_branches == "per_building"
         if self.per_building_coords:
             self.coords = HierarchicalHead(
@@ -124,29 +118,6 @@ class HierLocalization(EdgehalModel):
         self.register_buffer("coord_scale", torch.tensor(float(coord_scale)))
         self.weights = {"building": float(building_weight), "floor": float(floor_weight),
                         "coords": float(coord_weight)}
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        pos = self.rssi.linear(x)
-        if self.training:
-            pos = self._augment(pos)
-        return self.shared(self.rssi.curve(pos))
-
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        """Training only: what another phone, person or day does to a fingerprint.
-
-        A per-fingerprint gain offset (phones differ by several dB), per-reading
-        noise, and missed detections. Readings pushed below the floor become
-        "not detected", as they would on a less sensitive phone.
-        """
-        detected = (x > 0).to(x.dtype)
-        per_db = 1.0 / float(-self.rssi.floor_dbm)
-        if self.rssi_shift_db:
-            x = x + torch.randn(x.shape[0], 1, device=x.device, dtype=x.dtype) * (self.rssi_shift_db * per_db)
-        if self.rssi_noise_db:
-            x = x + torch.randn_like(x) * (self.rssi_noise_db * per_db)
-        if self.input_dropout:
-            detected = detected * (torch.rand_like(x) >= self.input_dropout).to(x.dtype)
-        return torch.clamp(x, 0.0, 1.0) * detected
 
     def _metres(self, normalised: torch.Tensor) -> torch.Tensor:
         return normalised * self.coord_scale + self.coord_mean
@@ -184,57 +155,6 @@ class HierLocalization(EdgehalModel):
                                  weights=self.weights, aux_weight=aux_weight)
 
 
-def localization_loss(building_logits: torch.Tensor, floor_scores: torch.Tensor, xy: torch.Tensor,
-                      labels: Mapping[str, torch.Tensor], *, coord_scale: float, weights: Mapping[str, float],
-                      aux_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """The hierarchical localization loss both localization models train with.
-
-    CE(building) scaled by ``aux_weight`` (the auxiliary head's loss, as for
-    every model) + NLL of the floor among the *true* building's floors
-    (``routed_nll`` of the combined floor scores) + mean Euclidean error of
-    ``xy`` (metres) in units of ``coord_scale``; each term times its entry in
-    ``weights`` (``building``, ``floor``, ``coords``). Returns the total and the
-    three terms as floats for the progress bar.
-    """
-    building = labels["building"]
-    ce_b = nn.functional.cross_entropy(building_logits, building)
-    ce_f = routed_nll(floor_scores, building, labels["label"])
-    diff = (xy - labels["coords"].to(xy.dtype)) / coord_scale
-    dist = torch.sqrt((diff * diff).sum(dim=1) + 1e-8).mean()
-    total = aux_weight * weights["building"] * ce_b + weights["floor"] * ce_f + weights["coords"] * dist
-    return total, {"building": float(ce_b.detach()), "floor": float(ce_f.detach()), "coords": float(dist.detach())}
-
-
-def check_localization_args(*, combine: str, building_floors: Sequence[Sequence[int]],
-                            access_points_heard: Sequence[int] | None, input_shape: Sequence[int] | None,
-                            class_names: Sequence[str] | None, dropout: float, input_dropout: float,
-                            rssi_shift_db: float, rssi_noise_db: float
-                            ) -> tuple[list[int], list[tuple[int, int]], tuple[str, ...]]:
-    """The checks both localization builders share; returns (access points heard, (building, floor)
-    pairs, building-floor class names)."""
-    if combine not in COMBINE_RULES:
-        raise EdgehalError("model.combine", f"is {combine!r}", f"one of {COMBINE_RULES}")
-    if not building_floors or any(not f for f in building_floors):
-        raise EdgehalError("model.building_floors", f"is {building_floors!r}",
-                           "a non-empty list of floors for every building")
-    n_in = int(input_shape[0]) if input_shape else (len(access_points_heard) if access_points_heard else 520)
-    heard = list(access_points_heard) if access_points_heard is not None else [1] * n_in
-    if len(heard) != n_in:
-        raise EdgehalError("model.access_points_heard", f"has {len(heard)} entries", f"{n_in}, one per input")
-    for name, value in (("dropout", dropout), ("input_dropout", input_dropout)):
-        if not 0.0 <= value < 1.0:
-            raise EdgehalError(f"model.{name}", f"is {value}", "a probability in [0, 1)")
-    for name, value in (("rssi_shift_db", rssi_shift_db), ("rssi_noise_db", rssi_noise_db)):
-        if value < 0:
-            raise EdgehalError(f"model.{name}", f"is {value}", "a standard deviation in dB, >= 0")
-    pairs = [(b, int(f)) for b, floors in enumerate(building_floors) for f in floors]
-    names = tuple(class_names) if class_names else tuple(f"B{b}F{f}" for b, f in pairs)
-    if len(names) != len(pairs):
-        raise EdgehalError("model.class_names", f"has {len(names)} names",
-                           f"{len(pairs)}, one per building-floor pair")
-    return heard, pairs, names
-
-
 @register_model("hier_localization")
 def hier_localization(*, building_floors: Sequence[Sequence[int]], coord_mean: Sequence[float],
                       coord_scale: float, access_points_heard: Sequence[int] | None = None,
@@ -261,34 +181,14 @@ def hier_localization(*, building_floors: Sequence[Sequence[int]], coord_mean: S
     """
     if coord_branches not in ("per_building", "shared"):
         raise EdgehalError("model.coord_branches", f"is {coord_branches!r}", "per_building or shared")
-    heard, pairs, names = check_localization_args(
+    heard, _, names = check_localization_args(
         combine=combine, building_floors=building_floors, access_points_heard=access_points_heard,
         input_shape=input_shape, class_names=class_names, dropout=dropout, input_dropout=input_dropout,
         rssi_shift_db=rssi_shift_db, rssi_noise_db=rssi_noise_db)
-    heads = [
-        Head(name="building_floor", kind="main", level=0, class_names=names,
-             description="building-floor decision: log-probabilities; the predicted building's floor "
-                         "head decides" if combine == "hard" else
-                         "building-floor log-probabilities, floor heads weighted by building probability"),
-        Head(name="coordinates", kind="main", level=0, task="regression", class_names=("x", "y"), units="m",
-             description="position in metres east (x) and north (y) of coordinate_origin (EPSG:3857)"),
-        Head(name="building", kind="aux", level=1, class_names=tuple(f"B{b}" for b in range(len(building_floors))),
-             parent_map=tuple(b for b, _ in pairs), feeds_main=True, description="building logits"),
-    ]
-    for k, floors in enumerate(building_floors):
-        heads.append(Head(
-            name=f"floor_b{k}", kind="aux", level=0, class_names=tuple(f"B{k}F{f}" for f in floors),
-            parent_map=tuple(floors.index(f) if b == k else -1 for b, f in pairs), feeds_main=True,
-            description=f"floor logits of building {k}'s head (parent_map -1: pair not in building {k})"))
-    if coord_branches == "per_building":
-        for k in range(len(building_floors)):
-            heads.append(Head(name=f"coords_b{k}", kind="aux", level=0, task="regression", class_names=("x", "y"),
-                              units="m", feeds_main=True, description=f"building {k}'s coordinate regressor"))
-    manifest = HeadManifest(model="hier_localization", input_name="rssi", input_shape=(len(heard),),
-                            heads=tuple(heads), evaluator="localization", dataset="ujiindoorloc",
-                            building_floors=building_floors_of(pairs, combine=combine,
-                                                               coordinate_origin=coordinate_origin,
-                                                               undetected_dbm=undetected_dbm))
+    manifest = localization_manifest(
+        model="hier_localization", building_floors=building_floors, class_names=names, num_inputs=len(heard),
+        combine=combine, coordinate_origin=coordinate_origin, undetected_dbm=undetected_dbm,
+        coords_per_building=coord_branches == "per_building")
     return HierLocalization(
         manifest=manifest, building_floors=building_floors, heard=heard, undetected_dbm=undetected_dbm,
         coord_mean=coord_mean, coord_scale=coord_scale, hidden=tuple(hidden), branch_hidden=tuple(branch_hidden),
@@ -296,109 +196,3 @@ def hier_localization(*, building_floors: Sequence[Sequence[int]], coord_mean: S
         input_dropout=input_dropout, rssi_shift_db=rssi_shift_db, rssi_noise_db=rssi_noise_db,
         batchnorm=batchnorm, power=power, building_weight=building_weight, floor_weight=floor_weight,
         coord_weight=coord_weight)
-
-
-# --------------------------------------------------------------------------
-# Evaluator: the same numbers from PyTorch, onnxruntime or TensorRT outputs.
-
-
-def building_floors_of(pairs: Sequence[Sequence[int]], *, combine: str,
-                       coordinate_origin: Sequence[float] | None, undetected_dbm: float) -> BuildingFloors:
-    """The manifest's localization facts, for every localization architecture."""
-    return BuildingFloors(pairs=tuple((int(b), int(f)) for b, f in pairs), combine=combine,
-                          coordinate_origin=tuple(float(v) for v in coordinate_origin)
-                          if coordinate_origin is not None else None,
-                          undetected_dbm=float(undetected_dbm), penalty_per_floor_m=FLOOR_PENALTY_M,
-                          penalty_wrong_building_m=BUILDING_PENALTY_M)
-
-
-def _pairs(manifest: HeadManifest) -> np.ndarray:
-    if manifest.building_floors is None:
-        raise EdgehalError(f"manifest of {manifest.model}", "has no building_floors",
-                           "a manifest written by a localization model")
-    return np.asarray(manifest.building_floors.pairs, dtype=np.int64)
-
-
-def _truth(manifest: HeadManifest, labels: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pairs = _pairs(manifest)
-    if "building" in labels and "floor" in labels:
-        building, floor = np.asarray(labels["building"]), np.asarray(labels["floor"])
-    elif "label" in labels:
-        lab = np.asarray(labels["label"])
-        building, floor = pairs[lab, 0], pairs[lab, 1]
-    else:
-        raise EdgehalError("localization labels", f"have keys {sorted(labels)}",
-                           "building and floor (or label = building-floor index), and coords")
-    if "coords" not in labels:
-        raise EdgehalError("localization labels", f"have keys {sorted(labels)}", "coords (metres) as well")
-    return building.astype(np.int64), floor.astype(np.int64), np.asarray(labels["coords"], dtype=np.float64)
-
-
-def _error_entry(errors: np.ndarray) -> dict:
-    n = int(errors.size)
-    return {"mean_error_m": float(errors.mean()) if n else float("nan"),
-            "median_error_m": float(np.median(errors)) if n else float("nan"),
-            "p75_error_m": float(np.percentile(errors, 75)) if n else float("nan"),
-            "max_error_m": float(errors.max()) if n else float("nan"), "count": n}
-
-
-def _class_entry(pred: np.ndarray, target: np.ndarray) -> dict:
-    errors = int((pred != target).sum())
-    n = int(target.size)
-    return {"error_rate": 100.0 * errors / max(n, 1), "errors": errors, "count": n}
-
-
-@register_evaluator("localization")
-def localization_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndarray],
-                         labels: Mapping[str, np.ndarray]) -> dict:
-    """Per-head entries plus a ``summary``.
-
-    ``summary``: building hit rate (%), floor hit rate (% with building *and*
-    floor right), mean / median 2D error (m), and the IPIN penalised error:
-    2D error + 4 m per floor missed (|floor difference|) + 50 m for a wrong
-    building, averaged. All from the main outputs, so a pruned model scores the
-    same. Per head: ``error_rate`` for classification heads (a ``floor_b<k>``
-    head is scored on the samples of building k only), 2D errors for
-    regression heads (``coords_b<k>`` on building k's samples).
-    """
-    pairs = _pairs(manifest)
-    building, floor, coords = _truth(manifest, labels)
-    decision = np.asarray(outputs["building_floor"]).argmax(axis=1)
-    pred_b, pred_f = pairs[decision, 0], pairs[decision, 1]
-    xy = np.asarray(outputs["coordinates"], dtype=np.float64)
-    err2d = np.sqrt(((xy - coords) ** 2).sum(axis=1))
-    building_ok = pred_b == building
-    floor_ok = building_ok & (pred_f == floor)
-    bf = manifest.building_floors
-    penalised = err2d + bf.penalty_per_floor_m * np.abs(pred_f - floor) + bf.penalty_wrong_building_m * (~building_ok)
-    n = max(len(building), 1)
-
-    truth_pair = {tuple(p): i for i, p in enumerate(pairs.tolist())}
-    target_pair = np.asarray([truth_pair.get((int(b), int(f)), -1) for b, f in zip(building, floor)])
-    result: dict = {
-        "building_floor": {**_class_entry(decision, target_pair),
-                           "building_hit_rate": 100.0 * float(building_ok.sum()) / n,
-                           "floor_hit_rate": 100.0 * float(floor_ok.sum()) / n},
-        "coordinates": {**_error_entry(err2d), "penalised_error_m": float(penalised.mean()) if len(err2d) else
-                        float("nan")},
-    }
-    if "building" in outputs:
-        result["building"] = _class_entry(np.asarray(outputs["building"]).argmax(axis=1), building)
-    for k in range(int(pairs[:, 0].max()) + 1 if len(pairs) else 0):
-        rows = building == k
-        if f"floor_b{k}" in outputs:
-            floors = pairs[pairs[:, 0] == k, 1]
-            pred = floors[np.asarray(outputs[f"floor_b{k}"])[rows].argmax(axis=1)]
-            result[f"floor_b{k}"] = _class_entry(pred, floor[rows])
-        if f"coords_b{k}" in outputs:
-            e = np.sqrt(((np.asarray(outputs[f"coords_b{k}"], dtype=np.float64)[rows] - coords[rows]) ** 2).sum(1))
-            result[f"coords_b{k}"] = _error_entry(e)
-    result["summary"] = {
-        "building_hit_rate": 100.0 * float(building_ok.sum()) / n,
-        "floor_hit_rate": 100.0 * float(floor_ok.sum()) / n,
-        "mean_error_m": float(err2d.mean()) if len(err2d) else float("nan"),
-        "median_error_m": float(np.median(err2d)) if len(err2d) else float("nan"),
-        "penalised_error_m": float(penalised.mean()) if len(err2d) else float("nan"),
-        "count": int(len(building)),
-    }
-    return result

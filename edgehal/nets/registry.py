@@ -12,46 +12,28 @@ import inspect
 from typing import Any, Callable
 
 from edgehal.errors import EdgehalError
+from edgehal.registry import Registry
 
-_REGISTRY: dict[str, Callable[..., Any]] = {}
+MODELS: Registry[Callable[..., Any]] = Registry("model", builtin=(
+    "edgehal.nets.hal", "edgehal.nets.localization", "edgehal.nets.rnn_models", "edgehal.nets.hdcnn",
+    "edgehal.nets.rnn_localization"))
 
 
 def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = fn
-        return fn
-    return decorator
-
-
-def _load_builtin() -> None:
-    # Importing the architecture modules registers their builders.
-    import importlib
-
-    for module in ("hal", "localization", "rnn_models", "hdcnn", "rnn_localization"):
-        try:
-            importlib.import_module(f"edgehal.nets.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"edgehal.nets.{module}":
-                raise
+    """Decorator registering a model builder; a name registered twice is refused, naming both builders."""
+    return MODELS.register(name)
 
 
 def list_models() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def model_parameters(name: str) -> dict[str, inspect.Parameter]:
-    _load_builtin()
-    return dict(inspect.signature(get_builder(name)).parameters)
+    return MODELS.names()
 
 
 def get_builder(name: str) -> Callable[..., Any]:
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise EdgehalError(f"model {name!r}", "is not a known model", f"one of {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+    return MODELS.get(name)
+
+
+def model_parameters(name: str) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(get_builder(name)).parameters)
 
 
 def create_model(name: str, **kwargs: Any):

@@ -1,7 +1,7 @@
 """Hierarchical localization by recurrence (Elesawi and Kim 2021): building, then floor, then coordinates.
 
     raw RSSI (520, dBm, 100 = not detected)
-      -> in-graph preprocessing (``localization.RssiTransform``, buffers fitted on training data)
+      -> in-graph preprocessing (``rssi.RssiTransform``, buffers fitted on training data)
       -> shared layers -> features f
       -> one recurrent cell (``edgehal.nets.rnn``: rnn | lstm | peephole_lstm | gru), three steps:
            step 1: x_1 = [f, 0,          0         ] -> h_1 -> building logits (B)
@@ -22,10 +22,12 @@ logits restricted to building k's floors, routed by the building step
 (``combine: hard``, a gather), so the predicted floor is always one of the
 predicted building's floors. The heads, their names and meanings are those of
 ``hier_localization`` (main ``building_floor`` and ``coordinates``; aux
-``building`` and ``floor_b<k>``, building k's floor logits), with the same
-evaluator, so ``edgehal eval``/``parity``/``serve`` handle it unchanged. There
-are no ``coords_b<k>``: one regressor reads h_3, which already carries the
-building and floor.
+``building`` and ``floor_b<k>``, building k's floor logits), built by the same
+``localization_heads.localization_manifest``, with the same evaluator, so
+``edgehal eval``/``parity``/``serve`` handle it unchanged. There are no
+``coords_b<k>``: one regressor reads h_3, which already carries the building
+and floor. The input side (RSSI transform, training augmentation, shared
+layers) is ``localization.FingerprintModel``, ``hier_localization``'s too.
 
 Coordinates: step 3 predicts the position around the predicted building's
 centre, in units of that building's spread (RMS distance from the centre:
@@ -58,11 +60,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgehal.errors import EdgehalError
-from edgehal.manifest import BuildingFloors, Head, HeadManifest
-from edgehal.nets.base import EdgehalModel
+from edgehal.manifest import HeadManifest
 from edgehal.nets.hierarchical import HierarchicalHead
-from edgehal.nets.localization import (HierLocalization, RssiTransform, building_floors_of, check_localization_args,
-                                      localization_loss, mlp)
+from edgehal.nets.localization import FingerprintModel, mlp
+from edgehal.nets.localization_heads import (check_localization_args, floor_branch_classes, localization_loss,
+                                             localization_manifest)
 from edgehal.nets.registry import register_model
 from edgehal.nets.rnn import ACTIVATIONS, CELLS, make_cell
 
@@ -82,12 +84,8 @@ class _Columns(nn.Module):
         return x.index_select(1, self.index)
 
 
-class RecurrentLocalization(EdgehalModel):
+class RecurrentLocalization(FingerprintModel):
     """Shared layers, then one recurrent cell unrolled over building -> floor -> coordinates."""
-
-    # The RSSI augmentation is hier_localization's own, not a copy: it reads only
-    # rssi, rssi_shift_db, rssi_noise_db and input_dropout.
-    _augment = HierLocalization._augment
 
     def __init__(self, *, manifest: HeadManifest, building_floors: Sequence[Sequence[int]],
                  heard: Sequence[int], undetected_dbm: float, coord_mean: Sequence[float], coord_scale: float,
@@ -101,25 +99,19 @@ class RecurrentLocalization(EdgehalModel):
         self.building_floors = [list(f) for f in building_floors]
         self.num_buildings = len(self.building_floors)
         self.num_floors = max(max(f) for f in self.building_floors) + 1   # floor levels 0..F-1
-        self.rssi = RssiTransform(undetected_dbm=undetected_dbm, heard=heard, power=power)
-        self.input_dropout = float(input_dropout)
-        self.rssi_shift_db = float(rssi_shift_db)
-        self.rssi_noise_db = float(rssi_noise_db)
         self.teacher_forcing = float(teacher_forcing)
-        self.shared = mlp(len(heard), hidden, None, dropout=dropout, batchnorm=batchnorm)
-        d = hidden[-1] if hidden else len(heard)
+        d = self.init_input(heard=heard, undetected_dbm=undetected_dbm, power=power, hidden=hidden, dropout=dropout,
+                            batchnorm=batchnorm, input_dropout=input_dropout, rssi_shift_db=rssi_shift_db,
+                            rssi_noise_db=rssi_noise_db)
         self.cell = make_cell(cell, d + self.num_buildings + self.num_floors, hidden_size, activation=activation)
         self.building_head = nn.Linear(hidden_size, self.num_buildings)
         self.floor_head = nn.Linear(hidden_size, self.num_floors)
         self.coord_head = mlp(hidden_size, coord_hidden, 2, dropout=dropout, batchnorm=batchnorm)
-        pairs = [(b, f) for b, floors in enumerate(self.building_floors) for f in floors]
-        branch_classes, start = [], 0
-        for floors in self.building_floors:
-            branch_classes.append(list(range(start, start + len(floors))))
-            start += len(floors)
+        branch_classes = floor_branch_classes(self.building_floors)
         # Routing only (no parameters): the floor step's logits restricted to each building's floors.
         self.floors = HierarchicalHead(coarse=None, branches=[_Columns(f) for f in self.building_floors],
-                                       combine=combine, num_fine=len(pairs), branch_classes=branch_classes)
+                                       combine=combine, num_fine=sum(len(c) for c in branch_classes),
+                                       branch_classes=branch_classes)
         self.register_buffer("coord_scale", torch.tensor(float(coord_scale)))
         # Step 3's output is a position in a building's frame: metres = centre[b] + spread[b] * output.
         # Centre and spread (RMS distance from the centre) are running statistics of the training
@@ -134,12 +126,6 @@ class RecurrentLocalization(EdgehalModel):
         self.register_buffer("building_seen", torch.zeros(b))
         self.weights = {"building": float(building_weight), "floor": float(floor_weight),
                         "coords": float(coord_weight)}
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        pos = self.rssi.linear(x)
-        if self.training:
-            pos = self._augment(pos)
-        return self.shared(self.rssi.curve(pos))
 
     def _feedback(self, logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """What the next step sees: the predicted distribution, or (teacher forcing) the one-hot truth."""
@@ -295,36 +281,25 @@ def recurrent_localization(*, building_floors: Sequence[Sequence[int]], coord_me
     if any(f < 0 for _, f in pairs) or any(len(set(floors)) != len(floors) for floors in building_floors):
         raise EdgehalError("model.building_floors", f"is {building_floors!r}",
                            "distinct floor numbers >= 0 per building (the floor step predicts floor levels)")
-    heads = [
-        Head(name="building_floor", kind="main", level=0, class_names=names,
-             description="building-floor decision: log-probabilities; the floor step (2) restricted to the "
-                         "building predicted at step 1 decides" if combine == "hard" else
-                         "building-floor log-probabilities: floor step (2) per building, weighted by the "
-                         "building step's (1) probabilities"),
-        Head(name="coordinates", kind="main", level=0, task="regression", class_names=("x", "y"), units="m",
-             description="position in metres east (x) and north (y) of coordinate_origin (EPSG:3857): "
-                         "recurrent step 3, placed in the predicted building's frame"),
-        Head(name="building", kind="aux", level=1, class_names=tuple(f"B{b}" for b in range(len(building_floors))),
-             parent_map=tuple(b for b, _ in pairs), feeds_main=True,
-             description="building logits, recurrent step 1 (fed to step 2)"),
-    ]
-    for k, floors in enumerate(building_floors):
-        floors = [int(f) for f in floors]
-        heads.append(Head(
-            name=f"floor_b{k}", kind="aux", level=0, class_names=tuple(f"B{k}F{f}" for f in floors),
-            parent_map=tuple(floors.index(f) if b == k else -1 for b, f in pairs), feeds_main=True,
-            description=f"floor logits of recurrent step 2 over building {k}'s floors "
-                        f"(parent_map -1: pair not in building {k})"))
+    descriptions = {
+        "building_floor": "building-floor decision: log-probabilities; the floor step (2) restricted to the "
+                          "building predicted at step 1 decides" if combine == "hard" else
+                          "building-floor log-probabilities: floor step (2) per building, weighted by the "
+                          "building step's (1) probabilities",
+        "coordinates": "position in metres east (x) and north (y) of coordinate_origin (EPSG:3857): "
+                       "recurrent step 3, placed in the predicted building's frame",
+        "building": "building logits, recurrent step 1 (fed to step 2)",
+        "floor_b": "floor logits of recurrent step 2 over building {k}'s floors "
+                   "(parent_map -1: pair not in building {k})",
+    }
     notes = {"cell": cell,
              "recurrence": {"steps": list(STEPS), "unroll": "fixed, 3 steps of one cell",
                             "step_input": "shared features + previous step's softmax output"},
              "coordinate_step_frame": coord_frame}
-    manifest = HeadManifest(model="recurrent_localization", input_name="rssi", input_shape=(len(heard),),
-                            heads=tuple(heads), evaluator="localization", dataset="ujiindoorloc",
-                            building_floors=building_floors_of(pairs, combine=combine,
-                                                               coordinate_origin=coordinate_origin,
-                                                               undetected_dbm=undetected_dbm),
-                            notes=notes)
+    manifest = localization_manifest(
+        model="recurrent_localization", building_floors=building_floors, class_names=names, num_inputs=len(heard),
+        combine=combine, coordinate_origin=coordinate_origin, undetected_dbm=undetected_dbm,
+        coords_per_building=False, descriptions=descriptions, notes=notes)
     return RecurrentLocalization(
         manifest=manifest, building_floors=[[int(f) for f in fl] for fl in building_floors], heard=heard,
         undetected_dbm=undetected_dbm, coord_mean=coord_mean, coord_scale=coord_scale, cell=cell,

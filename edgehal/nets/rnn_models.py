@@ -2,31 +2,30 @@
 
 An (N, C, H, W) image of raw pixels is normalised in the graph and read as H
 steps of C*W features; the last layer's final hidden state (both directions
-when bidirectional) is the feature vector. The heads are ``hal_resnet``'s: an
-auxiliary superclass block on the features whose scores, when it feeds the
-classifier (HAL), are concatenated with the features as the classifier's input.
+when bidirectional) is the feature vector. The heads are ``hal_resnet``'s
+(:mod:`edgehal.nets.hal_head`): an auxiliary superclass block on the features
+whose scores, when it feeds the classifier (HAL), are concatenated with the
+features as the classifier's input.
 The image height is the sequence length, so the exported graph (one native
 ONNX recurrent operator per layer) also takes other heights.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import torch
-from torch import nn
 
 from edgehal.errors import EdgehalError
 from edgehal.manifest import HeadManifest, SequenceAxis
-from edgehal.nets.base import EdgehalModel, InputNormalization
-from edgehal.nets.hal import AuxBlock, hal_heads
+from edgehal.nets.base import InputNormalization
+from edgehal.nets.declared import input_shape_for
+from edgehal.nets.hal_head import AuxSpec, HALClassifier, hal_heads
 from edgehal.nets.registry import register_model
 from edgehal.nets.rnn import CELLS, RecurrentLayer, last_hidden
 
-_INPUT_SHAPES = {"mnist": (1, 28, 28), "digits": (1, 8, 8), "svhn": (3, 32, 32), "cifar10": (3, 32, 32)}
 
-
-class RowRecurrentClassifier(EdgehalModel):
+class RowRecurrentClassifier(HALClassifier):
     """Rows as time steps -> recurrent layer -> [aux superclass heads] -> classifier."""
 
     def __init__(self, *, manifest: HeadManifest, in_channels: int, width: int, cell: str,
@@ -39,13 +38,7 @@ class RowRecurrentClassifier(EdgehalModel):
         self.rnn = RecurrentLayer(cell=cell, input_size=in_channels * width, hidden_size=hidden_size,
                                   num_layers=num_layers, bidirectional=bidirectional,
                                   activation=activation, dropout=dropout)
-        d = self.rnn.output_size
-        self.aux_blocks = nn.ModuleDict({
-            h.name: AuxBlock(d, hidden, h.num_outputs) for h, hidden in zip(manifest.aux_heads, aux_hidden)})
-        self.feeding = [h.name for h in manifest.aux_heads if h.feeds_main]
-        fed = sum(manifest.head(n).num_outputs for n in self.feeding)
-        self.dropout = nn.Dropout(head_dropout) if head_dropout else nn.Identity()
-        self.classifier = nn.Linear(d + fed, manifest.main.num_outputs)
+        self.init_heads(features=self.rnn.output_size, aux_hidden=aux_hidden, dropout=head_dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.normalize(x)
@@ -53,17 +46,12 @@ class RowRecurrentClassifier(EdgehalModel):
         _, state = self.rnn(rows)
         return last_hidden(self.rnn, state)
 
-    def forward_heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {name: block(features) for name, block in self.aux_blocks.items()}
-        head_in = torch.cat([features] + [out[n] for n in self.feeding], dim=1) if self.feeding else features
-        return {self.manifest.main.name: self.classifier(self.dropout(head_in)), **out}
-
 
 @register_model("rnn_classifier")
 def rnn_classifier(*, dataset: str = "mnist", cell: str = "lstm", hidden_size: int = 128,
                    num_layers: int = 1, bidirectional: bool = False, activation: str = "tanh",
                    dropout: float = 0.0, head_dropout: float = 0.0,
-                   aux: Sequence[Mapping[str, Any] | str] | None = None, aux_hidden: int = 64,
+                   aux: Sequence[AuxSpec] | None = None, aux_hidden: int = 64,
                    class_names: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None
                    ) -> RowRecurrentClassifier:
@@ -73,18 +61,16 @@ def rnn_classifier(*, dataset: str = "mnist", cell: str = "lstm", hidden_size: i
     ``activation`` (vanilla ``rnn`` only): ``tanh``, ``relu`` or ``sigmoid``.
     ``dropout`` acts between stacked layers, ``head_dropout`` before the classifier.
     ``aux`` as in ``hal_resnet``: a case name or ``{case, feeds_main (default true), hidden, name}``.
-    ``input_shape`` defaults to the data set's (MNIST (1, 28, 28): 28 steps of 28 pixels);
-    ``mean``/``std`` default to 0.5 per channel (the trainer passes the data set's).
+    ``input_shape`` and ``class_names`` default to what ``dataset`` declares (MNIST
+    (1, 28, 28): 28 steps of 28 pixels); ``mean``/``std`` default to 0.5 per
+    channel (the trainer passes the data set's).
     """
     if cell not in CELLS:
         raise EdgehalError(f"model.cell {cell!r}", "is not a recurrent cell", f"one of {list(CELLS)}")
     if hidden_size < 1 or num_layers < 1:
         raise EdgehalError("rnn_classifier", f"hidden_size {hidden_size}, num_layers {num_layers}",
                            "both at least 1")
-    if input_shape is None and dataset not in _INPUT_SHAPES:
-        raise EdgehalError(f"dataset {dataset!r}", "has no default input shape",
-                           f"give input_shape, or one of {sorted(_INPUT_SHAPES)}")
-    shape = tuple(int(v) for v in (input_shape or _INPUT_SHAPES[dataset]))
+    shape = input_shape_for(dataset=dataset, input_shape=input_shape)
     if len(shape) != 3:
         raise EdgehalError("rnn_classifier input_shape", f"is {list(shape)}", "(channels, height, width)")
     heads, hidden = hal_heads(dataset=dataset, class_names=class_names, aux=aux, aux_hidden=aux_hidden)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgehal.data import build_dataset, resolve_data_root
+from edgehal.data import build_dataset, dataset_info, resolve_data_root
 from edgehal.data.images import augment_batch
 from edgehal.errors import EdgehalError
 
@@ -16,6 +16,9 @@ def test_mnist_from_the_shared_folder(data_root):
     assert 0.12 < d.mean[0] < 0.14 and 0.30 < d.std[0] < 0.32  # MNIST's well-known statistics
     pre = d.preprocessing()
     assert pre.dataset == "mnist" and pre.layout == "NCHW" and pre.scale == 1.0 / 255.0
+    info = dataset_info("mnist")  # what a model is built from before the data is read
+    assert (info.input_shape, info.class_names, info.layout, info.model_kwargs) == \
+        (d.input_shape, d.class_names, d.layout, d.model_kwargs)
 
 
 def test_embedded_digits_need_no_files():
@@ -46,6 +49,7 @@ def test_svhn_reads_the_real_mat_format(tmp_path):
     d = build_dataset("svhn", root=tmp_path, verify_checksums=False, val_size=8)
     assert d.input_shape == (3, 32, 32) and len(d.train) == 32 and len(d.test) == 12
     assert sorted(set(d.test.labels["label"].tolist())) == list(range(10))
+    assert (d.input_shape, d.class_names) == (dataset_info("svhn").input_shape, dataset_info("svhn").class_names)
     with pytest.raises(EdgehalError, match="SVHN data"):
         build_dataset("svhn", root=tmp_path)  # real md5 check refuses the tiny files
 
@@ -65,6 +69,7 @@ def test_cifar10_reads_the_real_pickle_batches(tmp_path):
     d = build_dataset("cifar10", root=tmp_path, verify_checksums=False, val_size=5)
     assert d.input_shape == (3, 32, 32) and len(d.train) == 45 and len(d.test) == 10
     assert d.class_names[0] == "airplane" and d.augment == {"crop_pad": 4, "hflip": True}
+    assert (d.input_shape, d.class_names) == (dataset_info("cifar10").input_shape, dataset_info("cifar10").class_names)
     # CHW order is restored from torchvision's HWC arrays
     raw = pickle.load(open(base / "test_batch", "rb"))["data"][0].reshape(3, 32, 32)
     assert torch.equal(d.test.x[0], torch.as_tensor(raw))

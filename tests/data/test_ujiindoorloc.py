@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgehal.data import build_dataset
+from edgehal.data import build_dataset, dataset_info
 from edgehal.data.ujiindoorloc import COLUMNS, read_uji_csv
 from edgehal.errors import EdgehalError
 
@@ -31,6 +31,9 @@ def test_real_files_load_with_the_published_shape(bundle):
     assert bundle.input_shape == (520,)
     assert len(bundle.class_names) == 13 and bundle.class_names[0] == "B0F0" and bundle.class_names[-1] == "B2F4"
     assert bundle.model_kwargs["building_floors"] == [[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3, 4]]
+    info = dataset_info("ujiindoorloc")  # what a model is built from before the files are read
+    assert (info.input_shape, info.class_names, info.layout) == (bundle.input_shape, bundle.class_names, bundle.layout)
+    assert info.model_kwargs["building_floors"] == bundle.model_kwargs["building_floors"]
     x = bundle.train.x
     assert x.dtype == torch.float32 and x.shape[1] == 520
     assert float(x.max()) == 100.0 and float(x.min()) >= -110.0     # raw values: the model maps them

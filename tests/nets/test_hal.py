@@ -2,17 +2,7 @@ import pytest
 import torch
 
 from edgehal.errors import EdgehalError
-from edgehal.nets.registry import create_model, list_models, register_model
-
-
-def test_registry_lists_known_models_and_rejects_unknown_and_duplicates():
-    assert "hal_resnet" in list_models()
-    with pytest.raises(EdgehalError, match="hal_resnet"):
-        create_model("resnet9000")
-    with pytest.raises(EdgehalError, match="unknown option 'depth'.*widths"):
-        create_model("hal_resnet", depth=3)
-    with pytest.raises(ValueError, match="already registered"):
-        register_model("hal_resnet")(lambda: None)
+from edgehal.nets.registry import create_model
 
 
 def test_baseline_has_one_head_and_hal_feeds_aux_scores_to_classifier():

@@ -1,4 +1,6 @@
-"""HD-CNN: manifest from the superclass cases, weighted/hard outputs, evaluator, ONNX, staged training."""
+"""HD-CNN: manifest from the superclass cases, weighted/hard outputs, ONNX, staged training.
+
+Its evaluator is tested in tests/scoring/test_hdcnn.py."""
 
 import io
 import warnings
@@ -12,7 +14,6 @@ from edgehal.checkpoint import load_checkpoint
 from edgehal.config import load_config
 from edgehal.errors import EdgehalError
 from edgehal.hierarchy import get_case
-from edgehal.metrics import compute_metrics
 from edgehal.nets import create_model
 from edgehal.nets.base import ExportWrapper
 from edgehal.nets.hierarchical import HierarchicalHead
@@ -71,23 +72,6 @@ def test_bad_options_are_clear_errors():
         create_model("hdcnn", combine="soft")
     with pytest.raises(EdgehalError, match="case"):
         create_model("hdcnn", case="case9")
-
-
-def test_evaluator_reports_coarse_fine_consistency():
-    man = create_model("hdcnn", dataset="mnist", case="case1").manifest  # {5..9} -> 0, {0..4} -> 1
-    fine = np.eye(10, dtype=np.float32)[[0, 5, 7, 3]]
-    coarse = np.eye(2, dtype=np.float32)[[1, 0, 1, 0]]      # consistent, consistent, not, not
-    labels = {"label": np.array([0, 6, 7, 3])}
-    r = compute_metrics(man, {"fine": fine, "coarse": coarse}, labels)
-    assert r["fine"]["error_rate"] == 25.0
-    assert r["coarse"]["error_rate"] == 50.0                 # true superclasses 1, 0, 0, 1
-    assert r["coarse_fine_consistency"] == {"consistency_rate": 50.0, "inconsistent": 2, "count": 4}
-    assert r["summary"]["coarse_fine_consistency"] == 50.0
-    # a pruned model (fine only) is still scored
-    assert compute_metrics(man, {"fine": fine}, labels)["summary"] == {"error_rate": 25.0}
-    # a branch is scored on its own superclass's samples
-    r = compute_metrics(man, {"fine": fine, "fine_b0": np.eye(10, dtype=np.float32)[[5, 6, 8, 0]]}, labels)
-    assert r["fine_b0"] == {"error_rate": 50.0, "errors": 1, "count": 2}
 
 
 @pytest.mark.parametrize("combine,branch_classes", [("weighted", "all"), ("hard", "group")])

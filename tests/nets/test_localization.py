@@ -1,4 +1,6 @@
-"""Hierarchical localization: manifest, in-graph preprocessing, routing, loss, evaluator, ONNX export."""
+"""Hierarchical localization: manifest, in-graph preprocessing, routing, loss, ONNX export.
+
+Its evaluator is tested in tests/scoring/test_localization.py."""
 
 import io
 import os
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgehal.metrics import compute_metrics
+from edgehal.scoring import compute_metrics
 from edgehal.nets import create_model
 from edgehal.nets.base import ExportWrapper
 
@@ -66,7 +68,7 @@ def test_augmentation_is_training_only():
         a, b = m(x), m(x)
     torch.testing.assert_close(a["coordinates"], b["coordinates"])
     pos = m.rssi.linear(x)
-    aug = m._augment(pos)
+    aug = m.augment(pos)
     assert torch.all(aug[pos == 0] == 0)          # nothing appears where nothing was heard
     assert not torch.equal(aug, pos) and float(aug.min()) >= 0.0 and float(aug.max()) <= 1.0
 
@@ -114,44 +116,6 @@ def test_training_routes_each_sample_to_its_true_buildings_heads():
     for k in (0, 2):
         assert grad(m.floors.branches[k]) == 0 and grad(m.coords.branches[k]) == 0
     assert grad(m.floors.coarse) > 0 and grad(m.shared) > 0
-
-
-def test_evaluator_arithmetic_on_a_hand_made_example():
-    m = _model()
-    man = m.manifest
-
-    def onehot(pairs):
-        z = np.full((len(pairs), len(PAIRS)), -5.0, dtype=np.float32)
-        for n, p in enumerate(pairs):
-            z[n, PAIRS.index(p)] = 0.0
-        return z
-
-    truth_pairs = [(0, 1), (1, 2), (2, 4), (2, 0)]
-    predicted = [(0, 1), (1, 0), (2, 3), (1, 0)]  # right; 2 floors off; 1 floor off; wrong building
-    coords_true = np.array([[0, 0], [10, 10], [100, 100], [0, 0]], dtype=np.float32)
-    coords_pred = np.array([[3, 4], [10, 10], [106, 108], [0, 1]], dtype=np.float32)  # errors 5, 0, 10, 1
-    outputs = {"building_floor": onehot(predicted), "coordinates": coords_pred}
-    labels = {"building": np.array([b for b, _ in truth_pairs]), "floor": np.array([f for _, f in truth_pairs]),
-              "label": np.array([PAIRS.index(p) for p in truth_pairs]), "coords": coords_true}
-    r = compute_metrics(man, outputs, labels)
-    s = r["summary"]
-    assert s["building_hit_rate"] == 75.0
-    assert s["floor_hit_rate"] == 25.0
-    assert s["mean_error_m"] == pytest.approx((5 + 0 + 10 + 1) / 4)
-    # + 4 m per floor missed, + 50 m for the wrong building
-    assert s["penalised_error_m"] == pytest.approx((5 + (0 + 8) + (10 + 4) + (1 + 0 + 50)) / 4)
-    assert r["building_floor"]["error_rate"] == 75.0
-    assert r["coordinates"]["mean_error_m"] == pytest.approx(4.0)
-    # aux heads, when present, are scored too; floor_b2 only on building 2's samples
-    outputs["building"] = np.eye(3, dtype=np.float32)[[0, 1, 2, 1]]
-    outputs["floor_b2"] = np.eye(5, dtype=np.float32)[[3, 0, 4, 0]]
-    r = compute_metrics(man, outputs, labels)
-    assert r["building"]["error_rate"] == 25.0
-    assert r["floor_b2"] == {"error_rate": 0.0, "errors": 0, "count": 2}
-    # the building-floor label alone is enough for the evaluator
-    r2 = compute_metrics(man, {k: outputs[k] for k in ("building_floor", "coordinates")},
-                         {"label": labels["label"], "coords": coords_true})
-    assert r2["summary"] == s
 
 
 @pytest.mark.parametrize("combine", ["hard", "weighted"])
