@@ -188,8 +188,9 @@ def parity(checkpoint, artifacts, split, data_dir, tolerances, heads, precision,
 @click.option("--port", default=8000, type=click.IntRange(0, 65535),
               help="Port to listen on; 0 picks a free one (logged). Default: 8000.")
 @click.option("--max-batch-size", default=64, type=click.IntRange(min=0),
-              help="Largest batch per onnxruntime run, and per request; 0 disables the batch "
-                   "dimension. A Triton config.pbtxt overrides it. Default: 64.")
+              help="Largest batch per model run, and per request; 0 disables the batch "
+                   "dimension. A Triton config.pbtxt overrides it; a TensorRT engine's profile caps it. "
+                   "Default: 64.")
 @click.option("--max-queue-delay-ms", default=0.0, type=click.FloatRange(min=0),
               help="How long the batcher may hold a request waiting for more to fill a batch; "
                    "0 batches only what is already waiting. Default: 0.")
@@ -197,12 +198,12 @@ def parity(checkpoint, artifacts, split, data_dir, tolerances, heads, precision,
               help="Requests that may wait per model; beyond it the server answers 503 at once. "
                    "Default: 256.")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=True,
-              help="Gather concurrent requests into one onnxruntime run. Default: on.")
+              help="Gather concurrent requests into one model run. Default: on.")
 @click.option("--max-request-bytes", default=64 * 1024 * 1024, type=click.IntRange(min=1024),
               help="Largest request body accepted; larger ones get 413. Default: 67108864 (64 MiB).")
 @click.option("--providers", default=None,
-              help="Comma-separated execution providers (cpu, cuda, tensorrt). "
-                   "Default: the best available (TensorRT, CUDA, CPU).")
+              help="Comma-separated onnxruntime execution providers (cpu, cuda, tensorrt) for ONNX "
+                   "models. Default: the best available (TensorRT, CUDA, CPU).")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="onnxruntime intra-op threads per model. Default: one less than the cores this "
                    "process may use (at least 1), leaving one to the HTTP event loop.")
@@ -211,12 +212,14 @@ def parity(checkpoint, artifacts, split, data_dir, tolerances, heads, precision,
               help="Log level; debug logs one line per request. Default: info.")
 def serve_cmd(models, host, port, max_batch_size, max_queue_delay_ms, max_queue_size, dynamic_batching,
               max_request_bytes, providers, threads, log_level):
-    """Serve ONNX models over the Open Inference Protocol (KServe v2) with dynamic batching.
+    """Serve ONNX models and TensorRT engines over the Open Inference Protocol (KServe v2) with dynamic batching.
 
-    MODELS are .onnx files, folders of them, or Triton model repositories
-    (<repo>/<model>/config.pbtxt + <repo>/<model>/1/model.onnx). Each is served
-    under its name, version 1 (or the repository's versions). Stops gracefully
-    on SIGTERM or Ctrl-C, finishing queued requests.
+    MODELS are .onnx files, TensorRT engines (.plan/.engine with their
+    build-engine sidecar), folders of them, or Triton model repositories as
+    `edgehal export-triton` writes them (<repo>/<model>/config.pbtxt +
+    <repo>/<model>/1/model.onnx or model.plan). Each is served under its name,
+    version 1 (or the repository's versions). Stops gracefully on SIGTERM or
+    Ctrl-C, finishing queued requests.
     """
     import logging
 

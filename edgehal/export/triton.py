@@ -28,17 +28,12 @@ from edgehal.errors import EdgehalError
 from edgehal.export.graph import TensorInfo, manifest_order, read_onnx_info
 from edgehal.fileio import atomic_write_text, atomic_write_with
 from edgehal.manifest import HeadManifest
+from edgehal.tensors import dtype_from_numpy
 
 KINDS = ("KIND_GPU", "KIND_CPU")
 DEFAULT_ONNX_MAX_BATCH = 8
 DEFAULT_QUEUE_DELAY_US = 100
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TRITON_TYPES = {
-    "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
-    "uint64": "TYPE_UINT64", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
-    "object": "TYPE_STRING", "bfloat16": "TYPE_BF16",
-}
 
 
 @dataclass(frozen=True)
@@ -166,10 +161,7 @@ def _q(text: str) -> str:
 
 
 def _tensor_block(t: TensorInfo, *, batching: bool, label_file: str | None = None) -> list[str]:
-    dtype = _TRITON_TYPES.get(t.dtype)
-    if dtype is None:
-        raise EdgehalError(f"tensor {t.name!r}", f"has dtype {t.dtype}, which Triton has no type for",
-                           f"one of {sorted(_TRITON_TYPES)}")
+    dtype = dtype_from_numpy(t.dtype, what=f"tensor {t.name!r}").triton
     dims = list(t.shape[1:] if batching else t.shape) or [1]
     lines = ["  {", f"    name: {_q(t.name)}", f"    data_type: {dtype}",
              f"    dims: [ {', '.join(str(int(d)) for d in dims)} ]"]

@@ -10,22 +10,18 @@ wrong-shaped tensor is a clear ``EdgehalError``, never a crash inside a backend.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
 from edgehal.errors import EdgehalError
 from edgehal.hierarchy import HeadManifest
+from edgehal.tensors import TensorSpec
 
+if TYPE_CHECKING:  # pragma: no cover
+    from edgehal.artifact import ArtifactMetadata
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, numpy dtype and shape of a model input or output; ``-1`` (or None) is dynamic."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
+__all__ = ["Runner", "TensorSpec", "check_feed", "format_shape"]
 
 
 class Runner(ABC):
@@ -62,6 +58,12 @@ class Runner(ABC):
 
     # -- metadata ----------------------------------------------------------
     @property
+    def metadata(self) -> "ArtifactMetadata | None":
+        """edgehal's metadata of the artifact (manifest, preprocessing, metrics, calibration, ...);
+        None for a model edgehal did not write."""
+        return None
+
+    @property
     @abstractmethod
     def manifest(self) -> HeadManifest | None:
         """The head manifest, or None for a plain model without edgehal metadata."""
@@ -71,6 +73,15 @@ class Runner(ABC):
 
     @abstractmethod
     def output_names(self) -> Sequence[str]: ...
+
+    def output_specs(self) -> Sequence[TensorSpec]:
+        """Every output's name, dtype and shape, in :meth:`output_names` order.
+
+        Runners of a serialised graph (ONNX, TensorRT) know them before running
+        anything; a runner that learns them only by running says so.
+        """
+        raise EdgehalError(f"runner {self.name}", "cannot describe its outputs before running",
+                           "an ONNX file or a TensorRT engine")
 
     @property
     def max_batch(self) -> int | None:
@@ -150,7 +161,7 @@ def check_feed(feed: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], *,
     out: dict[str, np.ndarray] = {}
     for spec in specs:
         arr = np.asarray(feed[spec.name])
-        if arr.dtype != np.dtype(spec.dtype):
+        if arr.dtype != spec.numpy_dtype:
             raise EdgehalError(f"{what}: input {spec.name!r}", f"has dtype {arr.dtype}",
                                f"dtype {spec.dtype}")
         if arr.ndim != len(spec.shape):

@@ -11,16 +11,11 @@ import numpy as np
 from edgehal.errors import EdgehalError
 from edgehal.artifact import ArtifactMetadata, onnx_metadata
 from edgehal.hierarchy import HeadManifest
-from edgehal.runtime.base import Runner, TensorSpec, check_feed
+from edgehal.runtime.base import Runner, check_feed
+from edgehal.tensors import TensorSpec, dtype_from_ort
 
 # Providers that compute on an NVIDIA GPU; the first provider of a session is where it runs.
 _CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-
-_ORT_TYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8", "tensor(bool)": "bool",
-}
 
 
 def import_onnxruntime():
@@ -154,14 +149,15 @@ class OnnxRuntimeRunner(Runner):
         return self._threads
 
     def input_specs(self) -> list[TensorSpec]:
-        return [TensorSpec(i.name, _ORT_TYPES.get(i.type, i.type),
-                           tuple(d if isinstance(d, int) else -1 for d in i.shape))
-                for i in self.session.get_inputs()]
+        return [self._spec(i, "input") for i in self.session.get_inputs()]
 
     def output_specs(self) -> list[TensorSpec]:
-        return [TensorSpec(o.name, _ORT_TYPES.get(o.type, o.type),
-                           tuple(d if isinstance(d, int) else -1 for d in o.shape))
-                for o in self.session.get_outputs()]
+        return [self._spec(o, "output") for o in self.session.get_outputs()]
+
+    def _spec(self, arg, kind: str) -> TensorSpec:
+        """A session NodeArg; named dims (``"batch"``) and unknown ones are dynamic."""
+        dtype = dtype_from_ort(arg.type, what=f"{self.what}: {kind} {arg.name!r}").numpy
+        return TensorSpec(arg.name, dtype, tuple(d if isinstance(d, int) else -1 for d in arg.shape))
 
     def output_names(self) -> list[str]:
         return [o.name for o in self.session.get_outputs()]

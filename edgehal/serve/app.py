@@ -258,18 +258,9 @@ async def run_server(plane: DataPlane, options: ServerOptions) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = build_app(plane, options)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=options.shutdown_timeout)
-    await runner.setup()
+    runner = None
     try:
-        site = web.TCPSite(runner, options.host, options.port, reuse_address=True, backlog=1024)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise EdgehalError(f"address {options.host}:{options.port}", f"cannot be bound ({exc.strerror})",
-                               "a free port, or --port 0 to pick one") from None
-        host, port = _bound_address(runner, options)
+        runner, host, port = await start_site(plane, options)
         log.info("listening on http://%s:%d", host, port)
         warm = loop.create_task(plane.start())
         stopper = loop.create_task(stop.wait())
@@ -288,9 +279,27 @@ async def run_server(plane: DataPlane, options: ServerOptions) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
         await plane.close()
     log.info("stopped")
+
+
+async def start_site(plane: DataPlane, options: ServerOptions) -> tuple[web.AppRunner, str, int]:
+    """Listen on ``options.host:options.port`` with the app of ``plane``; the bound host and port
+    (port 0 picks a free one). The caller warms the models up and cleans the runner up."""
+    runner = web.AppRunner(build_app(plane, options), access_log=None, handle_signals=False,
+                           shutdown_timeout=options.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, options.host, options.port, reuse_address=True, backlog=1024)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise EdgehalError(f"address {options.host}:{options.port}", f"cannot be bound ({exc.strerror})",
+                           "a free port, or --port 0 to pick one") from None
+    host, port = _bound_address(runner, options)
+    return runner, host, port
 
 
 def _bound_address(runner: web.AppRunner, options: ServerOptions) -> tuple[str, int]:

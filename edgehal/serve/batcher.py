@@ -1,4 +1,4 @@
-"""Dynamic batching: concurrent requests to one model version, one onnxruntime run.
+"""Dynamic batching: concurrent requests to one model version, one run of its runner.
 
 Requests wait in a bounded queue. One worker per model version takes the
 request at the head, adds every queued request that still fits under
@@ -52,7 +52,7 @@ class DynamicBatcher:
     """Queue + worker for one model version; ``name`` labels it in errors and thread names.
 
     ``run`` executes one batch and blocks; it is called in a one-thread executor
-    (so the event loop keeps serving while onnxruntime works) unless
+    (so the event loop keeps serving while the model runs) unless
     ``inline`` is true. ``max_batch_size`` 0 means the model has no batch
     dimension: every request runs alone. ``dynamic=False`` also runs every
     request alone, still one at a time through the queue. ``shape_key``

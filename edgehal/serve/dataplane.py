@@ -17,7 +17,7 @@ from edgehal.serve.batcher import DynamicBatcher
 from edgehal.serve.metrics import Metrics, ModelStats
 from edgehal.serve.protocol import (ModelNotFound, Unavailable, decode_infer_request, dumps,
                                     encode_infer_response, model_metadata)
-from edgehal.serve.repository import PLATFORM, LoadedModel
+from edgehal.serve.repository import LoadedModel
 
 log = logging.getLogger("edgehal.serve")
 
@@ -44,7 +44,7 @@ class DataPlane:
                  extensions: Sequence[str], inline: bool | None = None) -> None:
         if inline is None:
             # With one core there is nothing to overlap: a thread hop per batch only costs
-            # (about 15% of the server's CPU per request, measured). With more, onnxruntime
+            # (about 15% of the server's CPU per request, measured). With more, the runner
             # runs in a thread while the event loop parses the next requests.
             inline = usable_cores() == 1
         self.metrics = Metrics()
@@ -66,7 +66,8 @@ class DataPlane:
             self._latest[name] = versions[ordered[-1]]
             for served in versions.values():
                 served.metadata_body = dumps(model_metadata(
-                    served.io, versions=ordered, platform=PLATFORM, parameters=served.model.parameters))
+                    served.io, versions=ordered, platform=served.model.platform.name,
+                    parameters=served.model.parameters))
         self.server_metadata_body = dumps({"name": server_name, "version": server_version,
                                            "extensions": list(extensions)})
         self._all = [s for versions in self._versions.values() for s in versions.values()]
@@ -86,8 +87,9 @@ class DataPlane:
             for feed in s.model.warmup_feeds():
                 await loop.run_in_executor(None, s.model.run, feed)
             s.ready = True
-            log.info("model %r version %s warmed up in %.0f ms (providers %s)", s.io.name, s.io.version,
-                     (time.perf_counter() - t0) * 1e3, ",".join(s.model.runner.providers))
+            runner = s.model.runner
+            log.info("model %r version %s warmed up in %.0f ms (%s, %s on %s)", s.io.name, s.io.version,
+                     (time.perf_counter() - t0) * 1e3, runner.name, runner.precision, runner.device)
 
     @property
     def queued(self) -> int:

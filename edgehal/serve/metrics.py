@@ -54,7 +54,7 @@ class ModelStats:
         self.success = 0
         self.failure = 0
         self.inferences = 0   # samples: a request with batch 4 counts 4
-        self.executions = 0   # onnxruntime runs
+        self.executions = 0   # model runs
         self.latency = Histogram(LATENCY_BUCKETS_S)
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.queue_depth = queue_depth
@@ -97,14 +97,14 @@ class Metrics:
         family("edgehal_inferences_total", "counter",
                "Samples inferred (a request of batch 4 counts 4).",
                [f"edgehal_inferences_total{{{m.labels}}} {m.inferences}" for m in ms])
-        family("edgehal_executions_total", "counter", "onnxruntime runs (one per formed batch).",
+        family("edgehal_executions_total", "counter", "Model runs (one per formed batch).",
                [f"edgehal_executions_total{{{m.labels}}} {m.executions}" for m in ms])
         family("edgehal_queue_depth", "gauge", "Requests waiting in the dynamic batcher's queue.",
                [f"edgehal_queue_depth{{{m.labels}}} {m.queue_depth()}" for m in ms])
         family("edgehal_request_duration_seconds", "histogram",
                "Inference request latency inside the server, from body received to response built.",
                [line for m in ms for line in m.latency.lines("edgehal_request_duration_seconds", m.labels)])
-        family("edgehal_batch_size", "histogram", "Samples per onnxruntime run formed by the batcher.",
+        family("edgehal_batch_size", "histogram", "Samples per model run formed by the batcher.",
                [line for m in ms for line in m.batch_size.lines("edgehal_batch_size", m.labels)])
         family("edgehal_http_responses_total", "counter", "HTTP responses by status code, all routes.",
                [f'edgehal_http_responses_total{{code="{c}"}} {n}' for c, n in sorted(self.responses.items())])

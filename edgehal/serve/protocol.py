@@ -9,7 +9,7 @@ data extension (``binary_data_size``, ``binary_data``, ``binary_data_output``
 and the ``Inference-Header-Content-Length`` header).
 
 Every request is validated here against the model's :class:`ModelIO` before
-anything reaches onnxruntime: datatype, rank, every non-batch dimension, the
+anything reaches the model's runner: datatype, rank, every non-batch dimension, the
 element count against the data given, the batch against the maximum, and the
 binary sizes against the body. Nothing a client sends is evaluated or written
 anywhere; tensors are built with ``numpy.frombuffer`` (binary) or from the
@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgehal.errors import EdgehalError
+from edgehal.tensors import TensorSpec
 
 # ---------------------------------------------------------------------------
 # Errors. app.py maps each class to one HTTP status in one table.
@@ -58,62 +59,25 @@ def invalid(what: str, problem: str, expected: str | None = None) -> InvalidRequ
 
 
 # ---------------------------------------------------------------------------
-# Datatypes
-
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8), "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(object),
-}
-_FROM_NUMPY = {str(dt): name for name, dt in DATATYPES.items() if name != "BYTES"}
-_FROM_NUMPY.update({"object": "BYTES", "str": "BYTES", "tensor(string)": "BYTES"})
-_FROM_NUMPY.update({f"tensor({n})": _FROM_NUMPY[n] for n in
-                    ("uint16", "uint32", "uint64", "int16")})
-
-
-def triton_datatype(numpy_or_ort_type: str) -> str:
-    """``float32`` (or ``tensor(float)``-style names the runner did not map) -> ``FP32``."""
-    name = _FROM_NUMPY.get(str(numpy_or_ort_type))
-    if name is None:
-        raise EdgehalError(f"datatype {numpy_or_ort_type}", "cannot be served over the protocol",
-                           f"one of {sorted(DATATYPES)}")
-    return name
-
-
-# ---------------------------------------------------------------------------
 # Model-side description used for validation
-
-
-@dataclass(frozen=True)
-class TensorMeta:
-    """A model input or output: protocol datatype and its dims *without* the batch dim
-    when the model batches; ``-1`` is a dynamic dim."""
-
-    name: str
-    datatype: str
-    dims: tuple[int, ...]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return DATATYPES[self.datatype]
 
 
 @dataclass
 class ModelIO:
-    """What the codecs need to know about one model version (built once at load)."""
+    """What the codecs need to know about one model version (built once at load).
+
+    ``inputs`` and ``outputs`` leave the batch dimension out of their shapes
+    when ``max_batch_size`` > 0: the protocol's metadata puts ``-1`` in front.
+    """
 
     name: str
     version: str
-    inputs: tuple[TensorMeta, ...]
-    outputs: tuple[TensorMeta, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     max_batch_size: int  # 0: the model has no batch dimension the server may use
     labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # output -> class names
-    input_by_name: dict[str, TensorMeta] = field(init=False, repr=False)
-    output_by_name: dict[str, TensorMeta] = field(init=False, repr=False)
+    input_by_name: dict[str, TensorSpec] = field(init=False, repr=False)
+    output_by_name: dict[str, TensorSpec] = field(init=False, repr=False)
     plans: dict[bytes, "_Plan"] = field(init=False, repr=False)  # see decode_infer_request
 
     def __post_init__(self) -> None:
@@ -121,8 +85,8 @@ class ModelIO:
         self.output_by_name = {t.name: t for t in self.outputs}
         self.plans = {}
 
-    def metadata_shape(self, t: TensorMeta) -> list[int]:
-        return ([-1] if self.max_batch_size > 0 else []) + list(t.dims)
+    def metadata_shape(self, t: TensorSpec) -> list[int]:
+        return ([-1] if self.max_batch_size > 0 else []) + list(t.shape)
 
 
 # ---------------------------------------------------------------------------
@@ -214,7 +178,7 @@ class _Plan:
         # a binary-only answer with static output dims has the same JSON header every time
         self.cache_response = all(
             o.binary and not o.classification and io.output_by_name[o.name].datatype != "BYTES"
-            and all(d >= 0 for d in io.output_by_name[o.name].dims) for o in self.outputs)
+            and all(d >= 0 for d in io.output_by_name[o.name].shape) for o in self.outputs)
         self.response_header: bytes | None = None
         self.response_size = 0
 
@@ -303,7 +267,7 @@ def _decode(doc: Any, body: bytes, hl: int, io: ModelIO) -> tuple[InferRequest, 
             raise invalid(what, f"shape {shape!r} is not a list of non-negative integers",
                           f"shape {io.metadata_shape(meta)}")
         dims = shape[1:] if batched else shape
-        if len(dims) != len(meta.dims) or any(w >= 0 and g != w for g, w in zip(dims, meta.dims)):
+        if len(dims) != len(meta.shape) or any(w >= 0 and g != w for g, w in zip(dims, meta.shape)):
             raise invalid(what, f"has shape {shape}", f"shape {io.metadata_shape(meta)} (-1: any size)")
         if batched:
             n = shape[0]
@@ -358,9 +322,9 @@ def _decode(doc: Any, body: bytes, hl: int, io: ModelIO) -> tuple[InferRequest, 
     return request, layout
 
 
-def _from_binary(body: bytes, offset: int, bsize: int, meta: TensorMeta, count: int,
+def _from_binary(body: bytes, offset: int, bsize: int, meta: TensorSpec, count: int,
                  shape: list[int], what: str) -> np.ndarray:
-    dtype = meta.dtype
+    dtype = meta.numpy_dtype
     if meta.datatype == "BYTES":
         return _bytes_from_binary(memoryview(body)[offset:offset + bsize], count, what).reshape(shape)
     if bsize != count * dtype.itemsize:
@@ -405,7 +369,7 @@ def _flatten(data: list, out: list, depth: int = 0) -> None:
             out.append(v)
 
 
-def _from_json(data: Any, meta: TensorMeta, count: int, shape: list[int], what: str) -> np.ndarray:
+def _from_json(data: Any, meta: TensorSpec, count: int, shape: list[int], what: str) -> np.ndarray:
     if not isinstance(data, list):
         raise invalid(f"{what} 'data'", f"is a {type(data).__name__}", "a (flat or nested) list")
     if data and isinstance(data[0], list):
@@ -434,7 +398,7 @@ def _from_json(data: Any, meta: TensorMeta, count: int, shape: list[int], what: 
             raise invalid(f"{what} 'data'", "has non-numeric elements", f"numbers for {dt}")
         try:
             with np.errstate(over="ignore", invalid="ignore"):
-                arr = np.array(flat, dtype=meta.dtype)
+                arr = np.array(flat, dtype=meta.numpy_dtype)
         except OverflowError:
             arr = np.array([math.inf])
         if not np.isfinite(arr).all():
@@ -442,10 +406,10 @@ def _from_json(data: Any, meta: TensorMeta, count: int, shape: list[int], what: 
         return arr.reshape(shape)
     if not types <= {int}:
         raise invalid(f"{what} 'data'", "has non-integer elements", f"integers for {dt}")
-    raw = np.array(flat) if flat else np.zeros(0, dtype=meta.dtype)
+    raw = np.array(flat) if flat else np.zeros(0, dtype=meta.numpy_dtype)
     if raw.dtype.kind not in "iu":
         raise invalid(f"{what} 'data'", f"has values out of range for {dt}")
-    arr = raw.astype(meta.dtype)
+    arr = raw.astype(meta.numpy_dtype)
     if not np.array_equal(arr, raw):
         raise invalid(f"{what} 'data'", f"has values out of range for {dt}")
     return arr.reshape(shape)
@@ -483,9 +447,9 @@ def _requested_outputs(outputs: Any, io: ModelIO, binary_default: bool) -> tuple
             k = p.get("classification", 0)
             if not _is_int(k) or k < 0:
                 raise invalid(f"output {name!r} classification", f"is {k!r}", "a non-negative integer count")
-            if k and len(meta.dims) != 1:
+            if k and len(meta.shape) != 1:
                 raise invalid(f"output {name!r} classification",
-                              f"needs a vector of class scores but the output has dims {list(meta.dims)}")
+                              f"needs a vector of class scores but the output has dims {list(meta.shape)}")
         out.append(RequestedOutput(name, binary, k))
     return tuple(out)
 

@@ -177,7 +177,8 @@ def test_model_without_manifest_is_refused(tmp_path):
 
 def test_serve_loads_the_generated_repository(models, tmp_path):
     """`edgehal serve` loads the repository export-triton writes (its own config checks included)."""
-    repository = pytest.importorskip("edgehal.serve.repository", reason="edgehal serve is not installed")
+    from edgehal.serve import repository
+
     export_triton(models["kept"], repository=tmp_path / "repo", options=TritonOptions(kind="KIND_CPU"))
     export_triton(models["static"], repository=tmp_path / "repo", options=TritonOptions(kind="KIND_CPU"))
     sources = repository.discover([tmp_path / "repo"])

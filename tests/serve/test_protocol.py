@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from edgehal.serve import protocol
-from edgehal.serve.protocol import (InvalidRequest, ModelIO, TensorMeta, classify, decode_infer_request,
-                                    encode_infer_response, model_metadata, triton_datatype)
+from edgehal.serve.protocol import (InvalidRequest, ModelIO, classify, decode_infer_request,
+                                    encode_infer_response, model_metadata)
+from edgehal.tensors import TensorSpec, dtype_from_datatype
+
+
+def spec(name: str, datatype: str, shape: tuple[int, ...]) -> TensorSpec:
+    """A tensor as the protocol names its type (``FP32``)."""
+    return TensorSpec(name, dtype_from_datatype(datatype).numpy, shape)
+
 
 @pytest.fixture(autouse=True, params=["orjson", "stdlib"])
 def json_backend(request, monkeypatch):
@@ -21,8 +28,8 @@ def json_backend(request, monkeypatch):
     return request.param
 
 
-IO = ModelIO("m", "1", (TensorMeta("input", "FP32", (1, 4)),),
-             (TensorMeta("logits", "FP32", (3,)), TensorMeta("aux", "FP32", (2,))), 8,
+IO = ModelIO("m", "1", (spec("input", "FP32", (1, 4)),),
+             (spec("logits", "FP32", (3,)), spec("aux", "FP32", (2,))), 8,
              {"logits": ("a", "b", "c"), "aux": ("lo", "hi")})
 
 
@@ -116,8 +123,8 @@ def test_invalid_documents_are_rejected(raw, message):
 
 
 def test_twice_given_or_missing_inputs_are_rejected():
-    two = ModelIO("m2", "1", (TensorMeta("a", "FP32", (2,)), TensorMeta("b", "INT64", (1,))),
-                  (TensorMeta("y", "FP32", (1,)),), 4)
+    two = ModelIO("m2", "1", (spec("a", "FP32", (2,)), spec("b", "INT64", (1,))),
+                  (spec("y", "FP32", (1,)),), 4)
     a = {"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}
     with pytest.raises(InvalidRequest, match="input 'b' is missing"):
         decode_infer_request(body([a]), None, two)
@@ -129,7 +136,7 @@ def test_twice_given_or_missing_inputs_are_rejected():
 
 
 def test_integer_inputs_reject_floats_and_out_of_range():
-    io = ModelIO("i", "1", (TensorMeta("t", "INT8", (2,)),), (TensorMeta("y", "FP32", (1,)),), 0)
+    io = ModelIO("i", "1", (spec("t", "INT8", (2,)),), (spec("y", "FP32", (1,)),), 0)
     ok = decode_infer_request(body([{"name": "t", "shape": [2], "datatype": "INT8", "data": [-128, 127]}]),
                               None, io)
     assert ok.inputs["t"].dtype == np.int8 and ok.inputs["t"].tolist() == [-128, 127]
@@ -140,8 +147,8 @@ def test_integer_inputs_reject_floats_and_out_of_range():
 
 
 def test_bool_and_bytes_inputs():
-    io = ModelIO("b", "1", (TensorMeta("flag", "BOOL", (2,)), TensorMeta("text", "BYTES", (-1,))),
-                 (TensorMeta("y", "FP32", (1,)),), 0)
+    io = ModelIO("b", "1", (spec("flag", "BOOL", (2,)), spec("text", "BYTES", (-1,))),
+                 (spec("y", "FP32", (1,)),), 0)
     flags = np.array([1, 0], np.uint8).tobytes()
     texts = b"".join(len(s).to_bytes(4, "little") + s for s in (b"hi", b"\xe2\x82\xac"))
     header = body([{"name": "flag", "shape": [2], "datatype": "BOOL", "parameters": {"binary_data_size": 2}},
@@ -242,14 +249,6 @@ def test_model_metadata_document():
                    "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 3]},
                                {"name": "aux", "datatype": "FP32", "shape": [-1, 2]}],
                    "parameters": {"edgehal.aux": "keep"}}
-
-
-def test_datatype_names():
-    assert triton_datatype("float32") == "FP32"
-    assert triton_datatype("tensor(string)") == "BYTES"
-    assert triton_datatype("tensor(uint16)") == "UINT16"
-    with pytest.raises(Exception, match="cannot be served"):
-        triton_datatype("tensor(complex64)")
 
 
 def test_a_repeated_binary_header_decodes_from_the_cache_with_fresh_data():

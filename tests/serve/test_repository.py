@@ -70,7 +70,7 @@ def test_a_folder_of_onnx_files(model_path, tmp_path):
 
 @pytest.mark.parametrize("case,message", [
     ("missing", "file not found"),
-    ("empty", "holds no .onnx file and no Triton model"),
+    ("empty", "holds no model file and no Triton model"),
     ("not onnx", "is not an .onnx file"),
     ("twice", "is given twice"),
 ])
@@ -143,7 +143,10 @@ def test_version_policy(model_path, tmp_path, policy, versions):
 
 @pytest.mark.parametrize("config,message", [
     ('name: "other"', "config.pbtxt names it 'other'"),
-    ('platform: "tensorrt_plan"', "holds no model that onnxruntime can serve"),
+    ('platform: "tensorrt_plan"', "has no version folder holding model.plan"),
+    ('platform: "pytorch_libtorch"', "holds no model that edgehal can serve"),
+    ('platform: "tensorrt_plan" backend: "onnxruntime"', "which disagree"),
+    ('platform: "onnxruntime_onnx" default_model_filename: "model.bin"', "is not a file of platform"),
     ("max_batch_size: [", "does not parse"),
     ('version_policy: { specific: { versions: [5] } }', "asks for version 5"),
 ])
@@ -188,7 +191,7 @@ def test_a_model_without_edgehal_metadata_or_batch_axis_is_served_plainly(tmp_pa
     (m,) = load(discover([tmp_path / "fixed.onnx"]), ModelOptions(threads=1))
     try:
         assert m.io.max_batch_size == 0 and m.parameters == {}
-        assert [t.dims for t in m.io.inputs] == [(1, 3)]
+        assert [t.shape for t in m.io.inputs] == [(1, 3)]
         assert m.run({"x": np.array([[-1.0, 0.0, 2.0]], np.float32)})["y"].tolist() == [[0.0, 0.0, 2.0]]
     finally:
         m.close()
@@ -229,7 +232,8 @@ def test_loading_a_corrupt_file_is_a_clear_error(tmp_path):
 
 
 def test_a_repository_written_by_export_triton_is_served_as_configured(model_path, tmp_path):
-    triton = pytest.importorskip("edgehal.export.triton", reason="the Triton repository generator is not here")
+    from edgehal.export import triton
+
     written = triton.export_triton(model_path, repository=tmp_path, options=triton.TritonOptions(kind="KIND_CPU"))
     (m,) = load(discover([tmp_path]), ModelOptions(max_batch_size=64, threads=1))
     try:
@@ -243,11 +247,36 @@ def test_a_repository_written_by_export_triton_is_served_as_configured(model_pat
 
 def test_a_repository_model_for_another_platform_is_skipped(model_path, tmp_path, caplog):
     triton_repo(tmp_path, model_path)
-    engine = tmp_path / "engine" / "1"
-    engine.mkdir(parents=True)
-    (engine / "model.plan").write_bytes(b"\0")
-    (tmp_path / "engine" / "config.pbtxt").write_text('name: "engine" platform: "tensorrt_plan" max_batch_size: 4')
+    torchscript = tmp_path / "scripted" / "1"
+    torchscript.mkdir(parents=True)
+    (torchscript / "model.pt").write_bytes(b"\0")
+    (tmp_path / "scripted" / "config.pbtxt").write_text(
+        'name: "scripted" platform: "pytorch_libtorch" max_batch_size: 4')
     assert [s.name for s in discover([tmp_path])] == ["hal"]
-    assert "skipped, platform 'tensorrt_plan'" in caplog.text
-    with pytest.raises(EdgehalError, match="is for platform 'tensorrt_plan'"):
-        discover([tmp_path / "engine"])
+    assert "skipped, platform 'pytorch_libtorch'" in caplog.text
+    with pytest.raises(EdgehalError, match="is for platform 'pytorch_libtorch'"):
+        discover([tmp_path / "scripted"])
+
+
+def test_engines_are_found_by_suffix_config_platform_or_backend(model_path, tmp_path):
+    """Discovery only: a .plan is an engine whether named on its own, in a folder, or in a
+    repository (its config naming the platform, the backend, or neither)."""
+    files = tmp_path / "files"
+    files.mkdir()
+    for name in ("a.plan", "b.engine", "a.plan.json"):
+        (files / name).write_bytes(b"\0")
+    assert [(s.name, s.platform.name) for s in discover([files])] == [("a", "tensorrt_plan"),
+                                                                       ("b", "tensorrt_plan")]
+    (s,) = discover([files / "a.plan"])
+    assert s.platform.runner == "tensorrt"
+    repo = tmp_path / "repo"
+    for name, config in (("by_platform", 'platform: "tensorrt_plan"'), ("by_backend", 'backend: "tensorrt"'),
+                         ("by_file", None)):
+        (repo / name / "1").mkdir(parents=True)
+        (repo / name / "1" / "model.plan").write_bytes(b"\0")
+        if config is not None:
+            (repo / name / "config.pbtxt").write_text(config)
+    triton_repo(repo, model_path, 'max_batch_size: 4', name="onnx")
+    found = {s.name: (s.platform.name, s.path.name) for s in discover([repo])}
+    assert found == {"by_platform": ("tensorrt_plan", "model.plan"), "by_backend": ("tensorrt_plan", "model.plan"),
+                     "by_file": ("tensorrt_plan", "model.plan"), "onnx": ("onnxruntime_onnx", "model.onnx")}
