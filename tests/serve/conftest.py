@@ -225,6 +225,44 @@ def run_server(models: list[Path], log_dir: Path, *args: str, ready_timeout: flo
                 proc.wait()
 
 
+@contextlib.contextmanager
+def serve_in_process(models: list, *, warm: bool = True) -> Iterator[str]:
+    """The app ``edgehal serve`` runs, over already loaded models, listening on 127.0.0.1 (a free
+    port) from an event loop in a thread of this process; yields ``host:port``.
+
+    For models whose backend is faked in this process (TensorRT), which a server subprocess would
+    not see. ``warm`` warms every model up first, as the server does before it turns ready. The
+    models are closed on the way out, as the server closes them.
+    """
+    import asyncio
+    import threading
+
+    from edgehal.serve.app import EXTENSIONS, SERVER_NAME, ServerOptions, start_site
+    from edgehal.serve.dataplane import DataPlane
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="edgehal-test-server", daemon=True)
+    thread.start()
+    plane = DataPlane(models, server_name=SERVER_NAME, server_version="test", extensions=EXTENSIONS)
+
+    def call(coro, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    site = None
+    try:
+        site, host, port = call(start_site(plane, ServerOptions(host="127.0.0.1", port=0)))
+        if warm:
+            call(plane.start())
+        yield f"{host}:{port}"
+    finally:
+        if site is not None:
+            call(site.cleanup())
+        call(plane.close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
+
+
 @pytest.fixture(scope="session")
 def server(model_path, tmp_path_factory) -> Iterator[Server]:
     """The shared server: the tiny HAL model, a small body limit, a short batching delay."""
