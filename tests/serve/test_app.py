@@ -85,6 +85,29 @@ def test_model_metadata_exposes_shapes_and_head_manifest(server, triton):
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 20000
 
 
+def test_an_int8_model_from_edgehal_quantize_serves_its_calibration(model_path, tmp_path):
+    """Served metadata is the artifact's own: the calibration quantize records travels too."""
+    import tritonclient.http as httpclient
+    from click.testing import CliRunner
+
+    from edgehal.cli import main
+
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).integers(0, 256, (16, 1, 28, 28)).astype(np.float32))
+    int8 = tmp_path / "hal_int8.onnx"
+    result = CliRunner().invoke(main, ["quantize", str(model_path), "-o", str(int8), "--calib-data", str(calib),
+                                       "--calib-samples", "16"])
+    assert result.exit_code == 0, result.output
+    with run_server([int8], tmp_path / "logs") as srv:
+        client = httpclient.InferenceServerClient(url=srv.url)
+        params = client.get_model_metadata("hal_int8")["parameters"]
+        client.close()
+    assert params["edgehal.precision"] == "int8"
+    calibration = json.loads(params["edgehal.calibration"])
+    assert calibration["samples"] == 16 and calibration["per_channel"] is True
+    assert calibration["method"] == "minmax"
+
+
 def test_warm_up_comes_before_ready(server):
     log = server.log()
     assert log.index("warmed up") < log.index(" ready")
