@@ -66,7 +66,8 @@ def build_mnist_cnn(path: Path) -> Path:
     from torch import nn
 
     from edgehal.artifact import ArtifactMetadata, write_onnx_metadata
-    from edgehal.hierarchy import DIGIT_CLASSES, Head, HeadManifest, aux_head_from_case, get_case
+    from edgehal.hierarchy import DIGIT_CLASSES, aux_head_from_case, get_case
+    from edgehal.manifest import Head, HeadManifest
     from edgehal.manifest import Preprocessing
 
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgehal.errors import EdgehalError
-from edgehal.manifest import Head, HeadManifest  # noqa: F401 - HeadManifest re-exported while importers move
+from edgehal.manifest import Head
 
 DIGIT_CLASSES: tuple[str, ...] = tuple(str(i) for i in range(10))
 CIFAR10_CLASSES: tuple[str, ...] = (

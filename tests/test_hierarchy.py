@@ -3,8 +3,8 @@ import json
 import pytest
 
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import (SUPERCLASS_CASES, Head, HeadManifest, aux_head_from_case, get_case,
-                               load_case_file, validate_groups)
+from edgehal.hierarchy import SUPERCLASS_CASES, aux_head_from_case, get_case, load_case_file, validate_groups
+from edgehal.manifest import Head, HeadManifest
 
 # The tables of the paper, written out again independently of the code.
 PAPER = {

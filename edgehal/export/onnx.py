@@ -26,7 +26,7 @@ from edgehal.artifact import ArtifactMetadata, write_onnx_metadata
 from edgehal.errors import EdgehalError
 from edgehal.export.graph import check_model, prune_outputs, run_onnx, to_fp16
 from edgehal.fileio import atomic_write_bytes, sha256_file
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest
 from edgehal.nets.base import ExportWrapper
 
 DEFAULT_OPSET = 17  # parsed by current onnxruntime and by TensorRT 10's ONNX parser

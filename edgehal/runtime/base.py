@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 import numpy as np
 
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest
 from edgehal.tensors import TensorSpec
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgehal.errors import EdgehalError
 from edgehal.artifact import ArtifactMetadata, onnx_metadata
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest
 from edgehal.runtime.base import Runner, check_feed
 from edgehal.tensors import TensorSpec, dtype_from_ort
 

@@ -33,7 +33,7 @@ from edgehal.export.tensorrt.provenance import (
     check_engine_file,
     host_info,
 )
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest
 from edgehal.runtime.base import Runner, TensorSpec, check_feed
 
 # --------------------------------------------------------------------------

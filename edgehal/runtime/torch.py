@@ -10,7 +10,7 @@ import torch
 
 from edgehal.checkpoint import LoadedCheckpoint, load_checkpoint
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest
 from edgehal.runtime.base import Runner, TensorSpec, check_feed
 
 

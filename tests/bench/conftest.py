@@ -26,7 +26,7 @@ def _export(path: Path, aux: str, *, dynamic: bool = True, source: str = "feedbe
 
     from edgehal.artifact import ArtifactMetadata, write_onnx_metadata
     from edgehal.manifest import Preprocessing
-    from edgehal.hierarchy import Head, HeadManifest
+    from edgehal.manifest import Head, HeadManifest
 
     torch.manual_seed(0)
 

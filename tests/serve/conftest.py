@@ -37,7 +37,8 @@ def build_tiny_hal_onnx(path: Path, *, seed: int = 0) -> Path:
     from torch import nn
 
     from edgehal.artifact import ArtifactMetadata, write_onnx_metadata
-    from edgehal.hierarchy import DIGIT_CLASSES, Head, HeadManifest, aux_head_from_case, get_case
+    from edgehal.hierarchy import DIGIT_CLASSES, aux_head_from_case, get_case
+    from edgehal.manifest import Head, HeadManifest
     from edgehal.manifest import Preprocessing
 
     torch.manual_seed(seed)

@@ -29,7 +29,7 @@ from edgehal.export.tensorrt.profile import (
     derive_profiles,
     dim_keys,
 )
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from edgehal.errors import EdgehalError
 from edgehal.export.graph import TensorInfo
-from edgehal.hierarchy import HeadManifest
+from edgehal.manifest import HeadManifest
 
 DEFAULT_MAX_BATCH = 32
 
