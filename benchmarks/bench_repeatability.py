@@ -1,6 +1,6 @@
 """Do two runs of the same `edgehal bench` agree?
 
-Goal (issue 5): repeat runs of the same command on an idle machine agree
+Goal: repeat runs of the same command on an idle machine agree
 within 10% on the median, or the result says it is unstable.
 
 Runs :func:`edgehal.bench.run_bench` twice with identical options on the same

@@ -1,4 +1,4 @@
-"""Where the HAL table is heading: test error against the training budget (issue 9).
+"""Where the HAL table is heading: test error against the training budget.
 
 ``reproduce_hal.py`` keeps one budget per results folder (a folder never mixes
 epochs). This script reads several such folders, each one budget, and puts
@@ -85,7 +85,7 @@ def markdown(data: dict[str, Any]) -> str:
                                                                is not None else "") for c in cases) + " | |")
     goal = data["goal"]
     if goal:
-        lines += ["", f"Goal (issue 9): {goal['case']} mean at most {goal['target_mean']:.2f}% over at least "
+        lines += ["", f"Goal: {goal['case']} mean at most {goal['target_mean']:.2f}% over at least "
                   f"{goal['min_seeds']} seeds, with the baseline under the same budget."]
         for b in data["budgets"]:
             by_case = {r["case"]: r for r in b["rows"]}

@@ -1,6 +1,6 @@
 """How much does the `edgehal bench` harness add to a ~100 us model call?
 
-Goal (issue 5): no more than 5%, measured against a bare timing loop.
+Goal: no more than 5%, measured against a bare timing loop.
 
 Both sides time the same callable, ``runner._infer`` on a prepared feed of a
 small onnxruntime model (one intra-op thread): the bare loop is

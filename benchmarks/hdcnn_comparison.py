@@ -1,4 +1,4 @@
-"""Baseline ResNet vs HAL Case1 vs HD-CNN (Case1 coarse classes) on MNIST, same budget (issue 10).
+"""Baseline ResNet vs HAL Case1 vs HD-CNN (Case1 coarse classes) on MNIST, same budget.
 
 Baseline and HAL Case1 runs come from ``benchmarks/reproduce_hal.py`` (its saved
 results, same epochs and seeds); HD-CNN runs are trained here with the same

@@ -9,7 +9,7 @@ standard deviation, min and max of each metric, plus the training time.
     EDGEHAL_DATA=../shared/data OMP_NUM_THREADS=1 nice -n 10 \\
         python benchmarks/localization.py --seeds 0,1,2
 
-Goals (issue 7, validationData.csv, mean of >= 3 seeds): building 100%, floor
+Goals (validationData.csv, mean of >= 3 seeds): building 100%, floor
 hit rate >= 95.5%, mean 2D error <= 8.5 m, trained on 2 CPU cores in < 15 min.
 """
 

@@ -1,4 +1,4 @@
-"""Reproduce the HAL error-rate table (issue 9): baseline and Case1..Case4 over several seeds.
+"""Reproduce the HAL error-rate table: baseline and Case1..Case4 over several seeds.
 
 One command trains every (case, seed) of a data set with ``edgehal train``
 (``models/configs/<dataset>_baseline.yaml`` and ``<dataset>_hal_case{1..4}.yaml``)
@@ -16,7 +16,7 @@ saved result files only.
 Every run is a subprocess running the command it records, so what is saved is
 what ran: ``--rerun-check CASE --seed K`` runs one recorded command again (into
 ``runs/hal_<dataset>/rerun/``) and says whether it lands within the reported
-spread (issue 9's check).
+spread (the check of the goal).
 
 Usage::
 
@@ -62,7 +62,7 @@ PUBLISHED: dict[str, dict[str, tuple[float, float | None]]] = {
     "cifar10": {"baseline": (6.81, None), "case1": (3.30, 0.06), "case2": (5.30, 0.14), "case3": (6.46, 0.08),
                 "case4": (5.13, 0.09)},
 }
-# Issue 9's goal: (case, mean test error % to reach or beat, minimum seeds).
+# The goal: (case, mean test error % to reach or beat, minimum seeds).
 GOALS = {"mnist": ("case1", 0.40, 3)}
 
 
@@ -411,7 +411,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     g = summary["goal"]
     if g:
         verdict = "**met**" if g["met"] else "**not met**"
-        lines += ["", f"Goal (issue 9): {g['case']} mean at most {g['target_mean']:.2f}% over at least "
+        lines += ["", f"Goal: {g['case']} mean at most {g['target_mean']:.2f}% over at least "
                   f"{g['min_seeds']} seeds: {verdict} ({g['mean']:.2f}% over {g['n']} seed(s); baseline under the "
                   f"same budget: {_f(g['baseline_mean'])}%)."]
     sources = [s for r in summary["rows"] for s in r["sources"]]

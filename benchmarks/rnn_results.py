@@ -1,4 +1,4 @@
-"""Issue 8's results table: every recurrent cell on both tasks, measured.
+"""The recurrent cells' results table: every recurrent cell on both tasks, measured.
 
 Runs, for each cell (``rnn``, ``lstm``, ``peephole_lstm``, ``gru``) and seed:
 
@@ -20,7 +20,7 @@ checkpoint and onnxruntime (CPU) on the export. Each finished run is saved as
 latency, budget, command, training time, machine). Then ``results.md`` and ``results.json``
 are written from the saved files alone: test error (MNIST), building and floor
 hit rates and mean 2D error (localization, on validationData.csv), mean ±
-standard deviation over seeds, parameters and latency, with issue 8's goals.
+standard deviation over seeds, parameters and latency, with the goals set for them.
 
 Usage::
 
@@ -66,7 +66,7 @@ VARIANTS = {"mnist": ("baseline", "hal_case1"), "localization": ("recurrent",)}
 RESULT_FORMAT = "edgehal-rnn-run/1"
 SUMMARY_FORMAT = "edgehal-rnn-results/1"
 LOC_METRICS = ("building_hit_rate", "floor_hit_rate", "mean_error_m", "median_error_m", "penalised_error_m")
-# Issue 8's goals.
+# The goals set for the recurrent cells.
 MNIST_LSTM_GOAL = 1.5            # % test error, LSTM
 PUBLISHED_FLOOR_HIT = 95.24      # %, Elesawi and Kim 2021 (hierarchical RNN), validationData.csv
 HIER_RESULT = REPO / "benchmarks" / "results" / "ujiindoorloc_hier_3seeds.json"
@@ -340,7 +340,7 @@ def summarize(results_dir: Path) -> dict[str, Any]:
 
 
 def goals(rows: list[dict]) -> list[dict]:
-    """Issue 8's goals, checked on what was measured."""
+    """The goals, checked on what was measured."""
     out = []
     for r in rows:
         if r["task"] == "mnist" and r["cell"] == "lstm":
@@ -399,7 +399,7 @@ def _budget_text(budget: dict | None) -> str:
 
 
 def summary_markdown(s: dict) -> str:
-    lines = ["# Recurrent cells (issue 8): results", "",
+    lines = ["# Recurrent cells: results", "",
              f"Budget: {_budget_text(s['budget'])}. Mean ± sample standard deviation over seeds. Latency: median "
              "of `edgehal.bench.run_bench`, batch 1, one thread, PyTorch eager (checkpoint) and onnxruntime CPU "
              "(export with auxiliary heads pruned); median over seeds. Parity: `edgehal parity` of the kept and "
@@ -442,7 +442,7 @@ def summary_markdown(s: dict) -> str:
                       f"100%, floor {PUBLISHED_FLOOR_HIT}%, 3D error 8.62 m."]
         lines.append("")
     if s["goals"]:
-        lines += ["## Goals (issue 8)", ""]
+        lines += ["## Goals", ""]
         lines += [f"- {g['goal']}: **{'met' if g['met'] else 'not met'}** ({g['value']:+.2f})"
                   if "no worse" in g["goal"] else
                   f"- {g['goal']}: **{'met' if g['met'] else 'not met'}** ({g['value']:.2f}%)" for g in s["goals"]]

@@ -1,4 +1,4 @@
-"""PyTorch eager against onnxruntime on the CPU, kept against pruned auxiliary heads (issues 3 and 5).
+"""PyTorch eager against onnxruntime on the CPU, kept against pruned auxiliary heads.
 
 For one checkpoint (default: the zoo's MNIST HAL Case1), end to end:
 
@@ -12,7 +12,7 @@ For one checkpoint (default: the zoo's MNIST HAL Case1), end to end:
 
 Writes into ``--out-dir`` (default ``benchmarks/results/runtime_comparison``):
 ``runtime_comparison.json`` and ``.md`` (latency table, the onnxruntime /
-PyTorch speed-up against issue 3's goal of 2x at batch 1, kept vs pruned in
+PyTorch speed-up against the goal of 2x at batch 1, kept vs pruned in
 latency and size, export and parity times), ``runtime_comparison.png``
 (latency against batch size per runtime, kept vs pruned, one panel per thread
 setting), ``parity/`` (the parity reports) and ``bench_threads<N>/`` (the
@@ -42,7 +42,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = Path("models/zoo/mnist_hal_case1/checkpoint.pt")  # paths relative to the repo: results name no machine path
-GOAL_SPEEDUP = 2.0  # issue 3: onnxruntime at least 2x PyTorch eager at batch 1
+GOAL_SPEEDUP = 2.0  # the goal: onnxruntime at least 2x PyTorch eager at batch 1
 FORMAT = "edgehal-runtime-comparison/1"
 
 

@@ -16,7 +16,7 @@ The load generator is a minimal asyncio HTTP/1.1 client with pre-encoded
 requests so that it costs as little of the shared core as it can (a
 tritonclient loop would measure the client). Only loopback is ever used.
 
-The issue's goal: server and load generator pinned to the same single core::
+The goal: server and load generator pinned to the same single core::
 
     python benchmarks/serve_load.py --pin-core 1
 

@@ -1,4 +1,4 @@
-"""Recurrent cells exactly as issue 8 writes them, a layer that stacks them, native ONNX export.
+"""Recurrent cells exactly as the equations below write them, a layer that stacks them, native ONNX export.
 
 The four cells (x input, h hidden state, C cell state, sigma the logistic function):
 

@@ -48,7 +48,7 @@ data, so the unroll is a static graph (MatMul, Gemm and elementwise nodes; no
 Loop, Scan or If) with a dynamic batch, which onnxruntime and TensorRT's parser
 take as is. One step is the cell's ``forward(x, state)``: the step functions of
 ``edgehal.nets.rnn`` that its tests check against ``torch.nn`` and the ONNX
-operators, so the unrolled graph carries exactly the issue-8 equations.
+operators, so the unrolled graph carries exactly the equations of ``edgehal.nets.rnn``.
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def recurrent_localization(*, building_floors: Sequence[Sequence[int]], coord_me
                            floor_weight: float = 1.0, coord_weight: float = 1.0) -> RecurrentLocalization:
     """Hierarchical localization by recurrence: building, floor, coordinates as three steps of one cell.
 
-    ``cell``: ``rnn``, ``lstm``, ``peephole_lstm`` or ``gru`` (the issue-8
+    ``cell``: ``rnn``, ``lstm``, ``peephole_lstm`` or ``gru`` (the
     equations), ``hidden_size`` its state size, ``activation`` the vanilla
     ``rnn``'s (tanh, relu or sigmoid). ``teacher_forcing``: probability, in
     training, of feeding the true building / floor to the next step instead of

@@ -57,7 +57,7 @@ def rnn_classifier(*, dataset: str = "mnist", cell: str = "lstm", hidden_size: i
                    ) -> RowRecurrentClassifier:
     """A row-sequential recurrent classifier; ``aux=[]`` is the baseline.
 
-    ``cell``: ``rnn``, ``lstm``, ``peephole_lstm`` or ``gru`` (the issue-8 equations).
+    ``cell``: ``rnn``, ``lstm``, ``peephole_lstm`` or ``gru`` (the equations of ``edgehal.nets.rnn``).
     ``activation`` (vanilla ``rnn`` only): ``tanh``, ``relu`` or ``sigmoid``.
     ``dropout`` acts between stacked layers, ``head_dropout`` before the classifier.
     ``aux`` as in ``hal_resnet``: a case name or ``{case, feeds_main (default true), hidden, name}``.

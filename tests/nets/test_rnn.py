@@ -31,7 +31,7 @@ def _max_diff(a, b) -> float:
 # --------------------------------------------------------------------------
 # Against torch.nn.RNN / torch.nn.LSTM
 
-# torch stacks the LSTM gates as i, f, g, o (g is the a).
+# torch stacks the LSTM gates as i, f, g, o (g is the candidate a of edgehal.nets.rnn).
 TORCH_GATES = {"rnn": ("s",), "lstm": ("i", "f", "a", "o")}
 
 
