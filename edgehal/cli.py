@@ -148,10 +148,19 @@ def quantize(model, output, calib_data, calib_samples, calib_method, per_channel
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
-              help="Evaluated in full by PyTorch and every artifact.")
+@click.argument("paths", nargs=-1, metavar="[CHECKPOINT] [ARTIFACT]...", type=click.Path(dir_okay=False))
+@click.option("--reference", default=None, type=click.Path(file_okay=False),
+              help="A reference run saved with --save-run, instead of CHECKPOINT: every ARTIFACT runs its saved "
+                   "inputs; needs neither PyTorch nor the data set. Default: run CHECKPOINT here.")
+@click.option("--save-run", default=None, type=click.Path(file_okay=False),
+              help="Save the PyTorch reference run (outputs, inputs, labels) to this folder, for --reference on "
+                   "another machine; with no ARTIFACT it only saves. Default: not saved.")
+@click.option("--strict", is_flag=True, default=False,
+              help="Fail an artifact exported from another checkpoint than the reference (sha256 of the source). "
+                   "Default: a warning.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Evaluated in full by PyTorch and every artifact. Default: test (with --reference: the saved "
+                   "run's).")
 @click.option("--data-dir", default=None, help="Data directory. Default: $EDGEHAL_DATA, else the training one.")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="[HEAD:]KEY=VALUE",
               help="Override a pass criterion (max_error_diff, min_agreement, max_abs_diff, mcnemar_alpha), "
@@ -162,18 +171,50 @@ def quantize(model, output, calib_data, calib_samples, calib_method, per_channel
               help="Precision of a plain ONNX file. Default: from the artifact's metadata, else fp32.")
 @click.option("--report-dir", default="parity-report", show_default=True, help="Markdown and JSON reports.")
 @click.option("--batch-size", default=500, show_default=True, help="Inference batch size.")
-def parity(checkpoint, artifacts, split, data_dir, tolerances, heads, precision, report_dir, batch_size):
-    """Prove ARTIFACTS make the same mistakes as CHECKPOINT did, per head. Exit 1 on failure."""
+def parity(paths, reference, save_run, strict, split, data_dir, tolerances, heads, precision, report_dir,
+           batch_size):
+    """Prove ARTIFACTS make the same mistakes as CHECKPOINT did, per head. Exit 1 on failure.
+
+    \b
+    edgehal parity CHECKPOINT ARTIFACT...             PyTorch here, then every artifact
+    edgehal parity CHECKPOINT --save-run DIR          only run PyTorch and save the reference
+    edgehal parity --reference DIR ARTIFACT...        compare with a saved reference (a target
+                                                      with only onnxruntime or TensorRT)
+
+    An artifact exported from another checkpoint than the reference is
+    reported (its recorded source sha256 differs), and fails with --strict.
+    """
     from edgehal.parity import run_parity, write_reports
 
+    usage = "CHECKPOINT ARTIFACT..., CHECKPOINT --save-run DIR, or --reference DIR ARTIFACT..."
+    if reference is not None:
+        if save_run is not None:
+            raise EdgehalError("--save-run", "cannot be combined with --reference",
+                               "save the reference where it runs: edgehal parity CHECKPOINT --save-run DIR")
+        if data_dir is not None:
+            raise EdgehalError("--data-dir", "cannot be combined with --reference",
+                               "the saved run carries its inputs and labels")
+        checkpoint, artifacts = None, list(paths)
+        if not artifacts:
+            raise EdgehalError("parity --reference", "was given no ARTIFACT", usage)
+    else:
+        if not paths:
+            raise EdgehalError("parity", "was given no CHECKPOINT", usage)
+        checkpoint, artifacts = paths[0], list(paths[1:])
+        if not artifacts and save_run is None:
+            raise EdgehalError("parity", "was given no ARTIFACT to compare", usage)
     head_map = {}
     for item in heads:
         if "=" not in item:
             raise EdgehalError(f"--head {item!r}", "has no '='", "HEAD=OUTPUT, e.g. logits=output0")
         k, v = item.split("=", 1)
         head_map[k] = v
-    report = run_parity(checkpoint, artifacts, split=split, data_root=data_dir, batch_size=batch_size,
-                        tolerances=tolerances, head_map=head_map or None, precision=precision, log=click.echo)
+    report = run_parity(checkpoint, artifacts, reference=reference, save_run=save_run, strict=strict, split=split,
+                        data_root=data_dir, batch_size=batch_size, tolerances=tolerances,
+                        head_map=head_map or None, precision=precision, log=click.echo)
+    if not artifacts:
+        click.echo(f"saved: compare on a target with edgehal parity --reference {save_run} ARTIFACT...")
+        return
     md, js = write_reports(report, report_dir)
     click.echo(f"{'PASS' if report else 'FAIL'}: reports {md} and {js}")
     if not report:

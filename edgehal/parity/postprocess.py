@@ -1,0 +1,80 @@
+"""Postprocess: a run's raw outputs -> per-head predictions, targets and the evaluator's metrics.
+
+Turning outputs into predictions is a step of its own, per head with a
+default per task (argmax for a classification head, identity for a
+regression head), as Polygraphy's comparator postprocessing is, so the
+comparison never assumes what an output means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from edgehal.manifest import HeadManifest
+from edgehal.metrics import compute_metrics, head_target  # the one import of the evaluators
+from edgehal.parity.runs import RunResult
+
+Step = Callable[[np.ndarray], np.ndarray]
+
+
+def argmax(outputs: np.ndarray) -> np.ndarray:
+    """The predicted class of each sample from its scores (logits or probabilities)."""
+    return np.asarray(outputs).argmax(axis=1)
+
+
+def identity(outputs: np.ndarray) -> np.ndarray:
+    """The output is the prediction (coordinates of a regression head)."""
+    return np.asarray(outputs)
+
+
+DEFAULT_STEPS: Mapping[str, Step] = {"classification": argmax, "regression": identity}
+
+
+@dataclass(frozen=True)
+class Postprocessed:
+    """One run scored: its heads, raw outputs, predictions per head, the target of each
+    classification head (-1 where the head does not apply to a sample) and the evaluator's metrics."""
+
+    manifest: HeadManifest
+    outputs: Mapping[str, np.ndarray]
+    predictions: Mapping[str, np.ndarray]
+    targets: Mapping[str, np.ndarray]
+    metrics: Mapping[str, Any]
+    samples: int
+
+
+def postprocess(run: RunResult, manifest: HeadManifest, *, steps: Mapping[str, Step] | None = None) -> Postprocessed:
+    """Apply each head's prediction step and ``manifest``'s evaluator to ``run``.
+
+    ``manifest`` is the reference model's; the run may return a subset of its
+    heads (a pruned export). ``steps`` maps a head name, or a task, to its
+    step; defaults to :data:`DEFAULT_STEPS`. The evaluator scores the run only
+    when it returns the main head (evaluators combine heads around it).
+    """
+    chosen = {**DEFAULT_STEPS, **(steps or {})}
+    heads = manifest.only(manifest.order(list(run.outputs)))
+    labels = _labels_with_head_targets(heads, run.labels)
+    predictions = {h.name: chosen.get(h.name, chosen[h.task])(run.outputs[h.name]) for h in heads.heads}
+    targets = {h.name: np.asarray(head_target(h, labels)) for h in heads.heads if h.task == "classification"}
+    metrics = compute_metrics(heads, run.outputs, labels) if manifest.main.name in run.outputs else {}
+    return Postprocessed(manifest=heads, outputs={h: run.outputs[h] for h in heads.head_names},
+                         predictions=predictions, targets=targets, metrics=metrics, samples=len(run))
+
+
+def _labels_with_head_targets(manifest: HeadManifest, labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``labels`` plus, under its name, the target of each head lifted from the main label.
+
+    numpy 2 arrays have a ``device`` attribute, which ``head_target`` takes for a
+    torch tensor's and answers by importing torch; naming each head's target
+    keeps scoring in numpy on a target machine that has no PyTorch.
+    """
+    out = dict(labels)
+    if "label" in labels:
+        y = np.asarray(labels["label"])
+        for h in manifest.heads:
+            if h.task == "classification" and h.parent_map is not None and h.name not in out:
+                out[h.name] = np.asarray(h.parent_map)[y]
+    return out
