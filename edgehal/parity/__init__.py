@@ -140,7 +140,7 @@ def _check_artifact(artifact, ref_run: RunResult, ref: Postprocessed, *, overrid
                            f"an export of the reference checkpoint, heads among {list(manifest.head_names)}")
     got = postprocess(got_run, manifest)
     info = got_run.info
-    comparison = compare(ref, got, Tolerances.for_precision(info.precision, got.manifest, overrides=overrides))
+    comparison = compare(ref, got, Tolerances.for_precision(info.precision, manifest, overrides=overrides))
     source = check_source(ref_run.info, info)
     warnings, notes, failures = [], [], []
     if source.mismatch:

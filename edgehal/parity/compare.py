@@ -174,12 +174,12 @@ def compare(reference: Postprocessed, candidate: Postprocessed, tolerances: Tole
     if candidate.samples != reference.samples:
         raise EdgehalError("candidate run", f"has {candidate.samples} samples",
                            f"the reference's {reference.samples}: both must run the same inputs")
-    missing = [h for h in candidate.manifest.head_names if h not in reference.outputs]
+    missing = [h for h in candidate.heads if h not in reference.outputs]
     if missing:
         raise EdgehalError(f"head {missing[0]!r}", "is not in the reference run",
                            f"one of {list(reference.outputs)}")
-    return Comparison([compare_head(reference, candidate, h.name, tolerances.for_head(h.name))
-                       for h in candidate.manifest.heads])
+    return Comparison([compare_head(reference, candidate, name, tolerances.for_head(name))
+                       for name in candidate.heads])
 
 
 def compare_head(reference: Postprocessed, candidate: Postprocessed, name: str, tol: Tolerance) -> HeadComparison:

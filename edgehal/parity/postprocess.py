@@ -9,11 +9,11 @@ comparison never assumes what an output means.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgehal.manifest import HeadManifest
+from edgehal.manifest import Head, HeadManifest
 from edgehal.metrics import compute_metrics, head_target  # the one import of the evaluators
 from edgehal.parity.runs import RunResult
 
@@ -35,10 +35,12 @@ DEFAULT_STEPS: Mapping[str, Step] = {"classification": argmax, "regression": ide
 
 @dataclass(frozen=True)
 class Postprocessed:
-    """One run scored: its heads, raw outputs, predictions per head, the target of each
-    classification head (-1 where the head does not apply to a sample) and the evaluator's metrics."""
+    """One run scored: the model's manifest, the heads the run returned (in manifest order), their
+    raw outputs and predictions, the target of each classification head (-1 where the head does not
+    apply to a sample) and the evaluator's metrics."""
 
     manifest: HeadManifest
+    heads: tuple[str, ...]
     outputs: Mapping[str, np.ndarray]
     predictions: Mapping[str, np.ndarray]
     targets: Mapping[str, np.ndarray]
@@ -50,21 +52,22 @@ def postprocess(run: RunResult, manifest: HeadManifest, *, steps: Mapping[str, S
     """Apply each head's prediction step and ``manifest``'s evaluator to ``run``.
 
     ``manifest`` is the reference model's; the run may return a subset of its
-    heads (a pruned export). ``steps`` maps a head name, or a task, to its
+    heads (a pruned export); a head it does not have is an error. ``steps`` maps a head name, or a task, to its
     step; defaults to :data:`DEFAULT_STEPS`. The evaluator scores the run only
     when it returns the main head (evaluators combine heads around it).
     """
     chosen = {**DEFAULT_STEPS, **(steps or {})}
-    heads = manifest.only(manifest.order(list(run.outputs)))
+    heads = [manifest.head(name) for name in manifest.order(list(run.outputs))]
     labels = _labels_with_head_targets(heads, run.labels)
-    predictions = {h.name: chosen.get(h.name, chosen[h.task])(run.outputs[h.name]) for h in heads.heads}
-    targets = {h.name: np.asarray(head_target(h, labels)) for h in heads.heads if h.task == "classification"}
-    metrics = compute_metrics(heads, run.outputs, labels) if manifest.main.name in run.outputs else {}
-    return Postprocessed(manifest=heads, outputs={h: run.outputs[h] for h in heads.head_names},
+    predictions = {h.name: chosen.get(h.name, chosen[h.task])(run.outputs[h.name]) for h in heads}
+    targets = {h.name: np.asarray(head_target(h, labels)) for h in heads if h.task == "classification"}
+    names = [h.name for h in heads]
+    metrics = compute_metrics(manifest.only(names), run.outputs, labels) if manifest.main.name in names else {}
+    return Postprocessed(manifest=manifest, heads=tuple(names), outputs={n: run.outputs[n] for n in names},
                          predictions=predictions, targets=targets, metrics=metrics, samples=len(run))
 
 
-def _labels_with_head_targets(manifest: HeadManifest, labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _labels_with_head_targets(heads: Sequence[Head], labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``labels`` plus, under its name, the target of each head lifted from the main label.
 
     numpy 2 arrays have a ``device`` attribute, which ``head_target`` takes for a
@@ -74,7 +77,7 @@ def _labels_with_head_targets(manifest: HeadManifest, labels: Mapping[str, np.nd
     out = dict(labels)
     if "label" in labels:
         y = np.asarray(labels["label"])
-        for h in manifest.heads:
+        for h in heads:
             if h.task == "classification" and h.parent_map is not None and h.name not in out:
                 out[h.name] = np.asarray(h.parent_map)[y]
     return out
