@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from edgehal.errors import EdgehalError
+from edgehal.manifest import HeadManifest
 from edgehal.parity.compare import (DEFAULT_TOLERANCES, REGRESSION_ATOL, Comparison, HeadComparison, Tolerance,
                                     ToleranceOverrides, Tolerances, compare, compare_head, default_tolerance,
                                     mcnemar_exact, parse_tolerances)
@@ -83,7 +84,9 @@ def run_parity(checkpoint: str | Path | None = None, artifacts: Sequence[str | P
                         time.perf_counter() - t0, reference=described, strict=strict)
 
 
-def _reference_run(checkpoint, reference, *, split, data_root, limit, batch_size, names, save_run, log):
+def _reference_run(checkpoint: str | Path | None, reference: str | Path | RunResult | None, *, split: str | None,
+                   data_root: str | Path | None, limit: int | None, batch_size: int, names: Sequence[str],
+                   save_run: str | Path | None, log: Callable[[str], None]) -> tuple[RunResult, Path | None]:
     """The reference run and the folder it was loaded from (None when it ran here)."""
     if (checkpoint is None) == (reference is None):
         raise EdgehalError("parity", "needs one reference: " + ("got both a checkpoint and a saved run"
@@ -93,42 +96,55 @@ def _reference_run(checkpoint, reference, *, split, data_root, limit, batch_size
         fixed = [opt for opt, value in (("data_root", data_root), ("limit", limit), ("save_run", save_run))
                  if value is not None]
         if fixed:
-            raise EdgehalError(f"{fixed[0]}", "cannot be combined with a saved reference run",
+            raise EdgehalError(fixed[0], "cannot be combined with a saved reference run",
                                "the saved run fixes the samples; save another one to change them")
-        ref_run = reference if isinstance(reference, RunResult) else RunResult.load(reference)
-        if split is not None and split != ref_run.info.split:
-            raise EdgehalError(f"split {split!r}", f"differs from the saved reference run's ({ref_run.info.split})",
-                               "the split the reference was saved with")
-        if ref_run.info.manifest is None:
-            raise EdgehalError(f"saved run {reference}", "has no head manifest",
-                               "a run of an edgehal checkpoint or export")
-        _check_head_names(ref_run.info.manifest, names)
-        source = Path(reference) if not isinstance(reference, RunResult) else None
-        log(f"parity on {ref_run.info.split} split: {len(ref_run)} samples; reference: saved run "
-            f"{source or '(in memory)'} ({ref_run.info.runner} on {ref_run.info.device}, {ref_run.info.artifact})")
-        return ref_run, source
-    from edgehal.artifact import artifact_kind, read_artifact
-
-    if artifact_kind(checkpoint) != "checkpoint":
-        raise EdgehalError(f"checkpoint {checkpoint}", f"is an {artifact_kind(checkpoint)} file",
-                           "a PyTorch checkpoint (.pt) as the reference, or --reference DIR (a saved run)")
-    artifact = read_artifact(checkpoint)
-    _check_head_names(artifact.manifest, names)
-    split = split or "test"
-    inputs = reference_inputs(artifact.checkpoint, split=split, data_root=data_root, limit=limit)
-    log(f"parity on {split} split: {len(inputs)} samples; reference PyTorch ({artifact.path})")
-    ref_run = run(artifact, inputs, batch_size=batch_size, progress="pytorch")
+        return _saved_reference(reference, split=split, names=names, log=log)
+    ref_run = _checkpoint_reference(checkpoint, split=split or "test", data_root=data_root, limit=limit,
+                                    batch_size=batch_size, names=names, log=log)
     if save_run is not None:
         log(f"saved the reference run to {ref_run.save(save_run)}")
     return ref_run, None
 
 
-def _check_head_names(manifest, names: Sequence[str]) -> None:
+def _saved_reference(reference: str | Path | RunResult, *, split: str | None, names: Sequence[str],
+                     log: Callable[[str], None]) -> tuple[RunResult, Path | None]:
+    ref_run = reference if isinstance(reference, RunResult) else RunResult.load(reference)
+    folder = None if isinstance(reference, RunResult) else Path(reference)
+    info = ref_run.info
+    if split is not None and split != info.split:
+        raise EdgehalError(f"split {split!r}", f"differs from the saved reference run's ({info.split})",
+                           "the split the reference was saved with")
+    if info.manifest is None:
+        raise EdgehalError(f"saved run {folder or info.artifact}", "has no head manifest",
+                           "a run of an edgehal checkpoint or export")
+    _check_head_names(info.manifest, names)
+    log(f"parity on {info.split} split: {len(ref_run)} samples; reference: saved run "
+        f"{folder or '(in memory)'} ({info.runner} on {info.device}, {info.artifact})")
+    return ref_run, folder
+
+
+def _checkpoint_reference(checkpoint: str | Path, *, split: str, data_root: str | Path | None, limit: int | None,
+                          batch_size: int, names: Sequence[str], log: Callable[[str], None]) -> RunResult:
+    from edgehal.artifact import artifact_kind, read_artifact
+
+    kind = artifact_kind(checkpoint)
+    if kind != "checkpoint":
+        raise EdgehalError(f"checkpoint {checkpoint}", f"is an {kind} file",
+                           "a PyTorch checkpoint (.pt) as the reference, or --reference DIR (a saved run)")
+    artifact = read_artifact(checkpoint)
+    _check_head_names(artifact.manifest, names)  # before any data is loaded or model run
+    inputs = reference_inputs(artifact.checkpoint, split=split, data_root=data_root, limit=limit)
+    log(f"parity on {split} split: {len(inputs)} samples; reference PyTorch ({artifact.path})")
+    return run(artifact, inputs, batch_size=batch_size, progress="pytorch")
+
+
+def _check_head_names(manifest: HeadManifest, names: Sequence[str]) -> None:
     for name in names:
         manifest.head(name)  # an unknown head name is an error, listing the valid ones
 
 
-def _check_artifact(artifact, ref_run: RunResult, ref: Postprocessed, *, overrides, head_map, precision, backend,
+def _check_artifact(artifact: str | Path, ref_run: RunResult, ref: Postprocessed, *, overrides: ToleranceOverrides,
+                    head_map: Mapping[str, str] | None, precision: str | None, backend: str | None,
                     batch_size: int, strict: bool) -> ArtifactResult:
     a0 = time.perf_counter()
     manifest = ref_run.info.manifest

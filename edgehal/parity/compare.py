@@ -62,7 +62,7 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 REGRESSION_ATOL = {"fp32": 1e-4, "fp16": 0.5, "int8": 2.0}
 
 #: Parsed ``--tolerance`` items: head name (None: every head) -> {criterion: value}.
-ToleranceOverrides = Mapping["str | None", Mapping[str, float]]
+ToleranceOverrides = Mapping[str | None, Mapping[str, float]]
 
 
 def default_tolerance(precision: str, *, task: str = "classification") -> Tolerance:
