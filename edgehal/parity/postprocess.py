@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edgehal.manifest import Head, HeadManifest
-from edgehal.metrics import compute_metrics, head_target  # the one import of the evaluators
+from edgehal.scoring import compute_metrics, head_target  # the one import of the evaluators
 from edgehal.parity.runs import RunResult
 
 Step = Callable[[np.ndarray], np.ndarray]

@@ -236,7 +236,7 @@ def reference_inputs(checkpoint: Any, *, split: str = "test", data_root: str | P
                      limit: int | None = None) -> RunInputs:
     """The samples of ``split`` of the data set a checkpoint (a ``LoadedCheckpoint``) was trained on,
     the first ``limit`` of them (defaults to all)."""
-    from edgehal.train import data_for_checkpoint  # the one place parity asks for data
+    from edgehal.pipeline import data_for_checkpoint  # the one place parity asks for data
 
     bundle = data_for_checkpoint(checkpoint, data_root=data_root)
     data = bundle.split(split)
