@@ -30,11 +30,17 @@ def head_target(head: Head, labels: Mapping):
     y = labels["label"]
     if head.parent_map is not None:
         lut = np.asarray(head.parent_map)
-        if hasattr(y, "device"):  # torch tensor
-            import torch
-            return torch.as_tensor(lut, device=y.device)[y]
-        return lut[np.asarray(y)]
+        if isinstance(y, np.ndarray) or not _is_torch_tensor(y):
+            return lut[np.asarray(y)]
+        import torch
+        return torch.as_tensor(lut, device=y.device)[y]
     return y
+
+
+def _is_torch_tensor(value: object) -> bool:
+    # Asked without importing torch: a deployment target that scores numpy outputs may have none.
+    # (numpy 2 arrays have a ``device`` attribute too, so duck typing would misfire.)
+    return type(value).__module__.split(".")[0] == "torch"
 
 
 def head_targets(manifest: HeadManifest, labels: Mapping) -> dict:

@@ -33,3 +33,17 @@ def test_targets_of_every_classification_head():
     man = HeadManifest(model="m", input_name="input", input_shape=(1,), heads=(MAIN, AUX, reg))
     targets = head_targets(man, {"label": torch.tensor([5, 6])})
     assert set(targets) == {"logits", "aux_case2"} and targets["aux_case2"].tolist() == [0, 1]
+
+
+def test_numpy_labels_are_lifted_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np\n"
+            "from edgehal.manifest import Head\n"
+            "from edgehal.targets import head_target\n"
+            "h = Head('aux', 'aux', 1, class_names=('a', 'b'), parent_map=(1, 0, 1))\n"
+            "print(head_target(h, {'label': np.array([0, 1, 2])}).tolist())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[1, 0, 1]"

@@ -58,26 +58,10 @@ def postprocess(run: RunResult, manifest: HeadManifest, *, steps: Mapping[str, S
     """
     chosen = {**DEFAULT_STEPS, **(steps or {})}
     heads = [manifest.head(name) for name in manifest.order(list(run.outputs))]
-    labels = _labels_with_head_targets(heads, run.labels)
+    labels = run.labels
     predictions = {h.name: chosen.get(h.name, chosen[h.task])(run.outputs[h.name]) for h in heads}
     targets = {h.name: np.asarray(head_target(h, labels)) for h in heads if h.task == "classification"}
     names = [h.name for h in heads]
     metrics = compute_metrics(manifest.only(names), run.outputs, labels) if manifest.main.name in names else {}
     return Postprocessed(manifest=manifest, heads=tuple(names), outputs={n: run.outputs[n] for n in names},
                          predictions=predictions, targets=targets, metrics=metrics, samples=len(run))
-
-
-def _labels_with_head_targets(heads: Sequence[Head], labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``labels`` plus, under its name, the target of each head lifted from the main label.
-
-    numpy 2 arrays have a ``device`` attribute, which ``head_target`` takes for a
-    torch tensor's and answers by importing torch; naming each head's target
-    keeps scoring in numpy on a target machine that has no PyTorch.
-    """
-    out = dict(labels)
-    if "label" in labels:
-        y = np.asarray(labels["label"])
-        for h in heads:
-            if h.task == "classification" and h.parent_map is not None and h.name not in out:
-                out[h.name] = np.asarray(h.parent_map)[y]
-    return out
