@@ -9,11 +9,11 @@ comparison never assumes what an output means.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from edgehal.manifest import Head, HeadManifest
+from edgehal.manifest import HeadManifest
 from edgehal.scoring import compute_metrics, head_target  # the one import of the evaluators
 from edgehal.parity.runs import RunResult
 
