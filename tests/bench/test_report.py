@@ -6,7 +6,6 @@ import csv
 import json
 import math
 
-import pytest
 
 from edgehal.bench.jetson import PowerSummary
 from edgehal.bench.report import (CSV_COLUMNS, fmt_ms, fmt_rate, format_table, plot_latency,
