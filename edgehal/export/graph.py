@@ -65,15 +65,16 @@ def load_onnx(path: str | Path) -> Any:
                            f"is corrupt or not an ONNX file ({exc.__class__.__name__})") from None
 
 
-def tensor_spec(value_info: Any) -> TensorSpec:
+def tensor_spec(value_info: Any, *, what: str = "ONNX graph") -> TensorSpec:
     """A :class:`~edgehal.tensors.TensorSpec` from an ONNX ``ValueInfoProto``, with its dimension names.
 
     Its type comes from the one dtype table, which names every ONNX element
     type (those numpy lacks too); only a value that is no tensor (a sequence,
-    a map) or a type newer than the table is an EdgehalError.
+    a map) or a type newer than the table is an EdgehalError, naming ``what``
+    (the model) and the value.
     """
     ttype = value_info.type.tensor_type
-    dtype = dtype_from_onnx(ttype.elem_type, what=f"ONNX tensor {value_info.name!r}")
+    dtype = dtype_from_onnx(ttype.elem_type, what=f"{what}: tensor {value_info.name!r}")
     shape, names = [], []
     for dim in ttype.shape.dim:
         has_value = dim.HasField("dim_value") and dim.dim_value > 0
@@ -104,8 +105,9 @@ def read_onnx_info(path: str | Path, *, model: Any = None) -> OnnxModelInfo:
     p = Path(path)
     model = model if model is not None else load_onnx(p)
     initializers = {init.name for init in model.graph.initializer}
-    inputs = tuple(tensor_spec(v) for v in model.graph.input if v.name not in initializers)
-    outputs = tuple(tensor_spec(v) for v in model.graph.output)
+    what = f"ONNX model {p.name}"
+    inputs = tuple(tensor_spec(v, what=what) for v in model.graph.input if v.name not in initializers)
+    outputs = tuple(tensor_spec(v, what=what) for v in model.graph.output)
     qdq = sum(1 for node in iter_nodes(model.graph) if node.op_type in QDQ_OPS)
     return OnnxModelInfo(p, sha256_file(p), inputs, outputs, qdq, onnx_metadata(model, what=f"ONNX model {p}"))
 

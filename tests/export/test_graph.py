@@ -71,8 +71,8 @@ def test_tensor_spec_keeps_dimension_names_and_types_numpy_lacks():
 
 def test_a_value_that_is_no_tensor_is_one_clear_error():
     seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2])
-    with pytest.raises(EdgehalError, match=r"^ONNX tensor 's': ONNX element type 0 \| is not a tensor type"):
-        tensor_spec(seq)
+    with pytest.raises(EdgehalError, match=r"^m.onnx: tensor 's': ONNX element type 0 \| is not a tensor type"):
+        tensor_spec(seq, what="m.onnx")
 
 
 def test_io_info_of_an_edgehal_export(tmp_path):

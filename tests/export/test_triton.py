@@ -155,6 +155,19 @@ def test_escaping_round_trips_through_text_format(models, tmp_path):
     assert manifest_from_config(cfg.parameters).model == manifest.model
 
 
+def test_a_tensor_triton_has_no_type_for_is_refused_by_name():
+    from onnx import TensorProto
+
+    from edgehal.export.triton import render_config
+    from edgehal.tensors import dtype_from_onnx
+
+    fp8 = TensorSpec("q", dtype_from_onnx(TensorProto.FLOAT8E4M3FN), (-1, 4))
+    with pytest.raises(EdgehalError, match=r"^tensor 'q' \| has dtype FLOAT8E4M3FN, which Triton has no data_type"):
+        render_config(name="m", platform="onnxruntime_onnx", max_batch_size=4, inputs=[fp8],
+                      outputs=[TensorSpec("digit", "float32", (-1, 10))], labels={}, options=TritonOptions(),
+                      parameters={})
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(kind="KIND_TPU"), r"--kind 'KIND_TPU' \| is not a choice. Note: one of KIND_GPU, KIND_CPU"),
     (dict(instances=0), "--instances 0 | must be a positive integer"),

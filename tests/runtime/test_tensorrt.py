@@ -280,6 +280,21 @@ def test_bytes_tensorrt_cannot_deserialise_are_one_line(fake, onnx_files, tmp_pa
         TensorRTRunner(engine).activate()
 
 
+def test_an_engine_whose_io_the_runner_cannot_copy_is_refused_at_activation(fake, tmp_path):
+    """The engine's I/O types come from the one dtype table; BF16 has a numpy type (ml_dtypes), not a torch copy."""
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.BFLOAT16, ["N", 4]) for n in ("x", "y")]
+    model = tm.graph_model(tmp_path / "bf16.onnx", [helper.make_node("Identity", ["x"], ["y"])], io[:1], io[1:],
+                           opset=21)
+    engine = _engine(fake, model, tmp_path, max_batch=4)
+    runner = TensorRTRunner(engine)
+    with pytest.raises(EdgehalError, match=r"^TensorRT engine bf16.plan: input 'x' \| is BF16, which the runner "
+                                           r"cannot copy between numpy and the GPU"):
+        runner.activate()
+    assert not runner.is_active
+
+
 # -- on a GPU with TensorRT ----------------------------------------------------------
 
 
