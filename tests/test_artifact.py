@@ -145,7 +145,7 @@ def test_only_the_artifact_module_parses_metadata_props_and_sidecars():
 
 def _engine_with_sidecar(tmp_path: Path) -> Path:
     from edgehal.artifact import write_engine_sidecar
-    from edgehal.export.graph import TensorInfo
+    from edgehal.tensors import TensorSpec
     from edgehal.export.tensorrt.profile import ProfileShape
     from edgehal.export.tensorrt.provenance import EngineProvenance
 
@@ -153,8 +153,8 @@ def _engine_with_sidecar(tmp_path: Path) -> Path:
     engine.write_bytes(b"engine bytes")
     write_engine_sidecar(engine, EngineProvenance(
         tensorrt_version="10.7.0", gpu_name="NVIDIA A10", compute_capability="8.6", precision="fp16",
-        profiles=(ProfileShape("x", (1, 4), (8, 4), (8, 4)),), inputs=(TensorInfo("x", "float32", (-1, 4)),),
-        outputs=(TensorInfo("main", "float32", (-1, 2)),), source_onnx="m.onnx", source_onnx_sha256="a" * 64,
+        profiles=(ProfileShape("x", (1, 4), (8, 4), (8, 4)),), inputs=(TensorSpec("x", "float32", (-1, 4)),),
+        outputs=(TensorSpec("main", "float32", (-1, 2)),), source_onnx="m.onnx", source_onnx_sha256="a" * 64,
         engine_sha256=sha256_file(engine), metadata=_meta(precision="fp16", calibration=None)))
     return engine
 

@@ -19,6 +19,7 @@ import numpy as np
 from edgehal.errors import EdgehalError
 from edgehal.fileio import sha256_file
 from edgehal.manifest import HeadManifest
+from edgehal.tensors import TensorSpec, dtype_from_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgehal.artifact import ArtifactMetadata
@@ -31,38 +32,13 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass(frozen=True)
-class TensorInfo:
-    """A graph input or output: name, numpy dtype, shape (``-1`` where dynamic)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    dim_names: tuple[str | None, ...] = ()
-
-    @property
-    def dynamic_axes(self) -> tuple[int, ...]:
-        return tuple(i for i, d in enumerate(self.shape) if d < 0)
-
-    def dim_label(self, axis: int) -> str:
-        name = self.dim_names[axis] if axis < len(self.dim_names) else None
-        return f"{axis} ({name!r})" if name else str(axis)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TensorInfo":
-        return cls(str(d["name"]), str(d["dtype"]), tuple(int(x) for x in d["shape"]))
-
-
-@dataclass(frozen=True)
 class OnnxModelInfo:
     """An ONNX file's inputs, outputs, Q/DQ node count and edgehal metadata."""
 
     path: Path
     sha256: str
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     qdq_nodes: int
     metadata: ArtifactMetadata | None = None
 
@@ -89,21 +65,22 @@ def load_onnx(path: str | Path) -> Any:
                            f"is corrupt or not an ONNX file ({exc.__class__.__name__})") from None
 
 
-def tensor_info(value_info: Any) -> TensorInfo:
-    """A :class:`TensorInfo` from an ONNX ``ValueInfoProto``."""
-    from onnx import helper
+def tensor_spec(value_info: Any, *, what: str = "ONNX graph") -> TensorSpec:
+    """A :class:`~edgehal.tensors.TensorSpec` from an ONNX ``ValueInfoProto``, with its dimension names.
 
+    Its type comes from the one dtype table, which names every ONNX element
+    type (those numpy lacks too); only a value that is no tensor (a sequence,
+    a map) or a type newer than the table is an EdgehalError, naming ``what``
+    (the model) and the value.
+    """
     ttype = value_info.type.tensor_type
-    try:
-        dtype = str(helper.tensor_dtype_to_np_dtype(ttype.elem_type))
-    except (KeyError, ValueError):
-        dtype = f"onnx:{ttype.elem_type}"
+    dtype = dtype_from_onnx(ttype.elem_type, what=f"{what}: tensor {value_info.name!r}")
     shape, names = [], []
     for dim in ttype.shape.dim:
         has_value = dim.HasField("dim_value") and dim.dim_value > 0
         shape.append(int(dim.dim_value) if has_value else -1)
         names.append(None if has_value else (dim.dim_param or None))
-    return TensorInfo(value_info.name, dtype, tuple(shape), tuple(names))
+    return TensorSpec(value_info.name, dtype, tuple(shape), tuple(names))
 
 
 def iter_nodes(graph: Any) -> Iterator[Any]:
@@ -128,13 +105,14 @@ def read_onnx_info(path: str | Path, *, model: Any = None) -> OnnxModelInfo:
     p = Path(path)
     model = model if model is not None else load_onnx(p)
     initializers = {init.name for init in model.graph.initializer}
-    inputs = tuple(tensor_info(v) for v in model.graph.input if v.name not in initializers)
-    outputs = tuple(tensor_info(v) for v in model.graph.output)
+    what = f"ONNX model {p.name}"
+    inputs = tuple(tensor_spec(v, what=what) for v in model.graph.input if v.name not in initializers)
+    outputs = tuple(tensor_spec(v, what=what) for v in model.graph.output)
     qdq = sum(1 for node in iter_nodes(model.graph) if node.op_type in QDQ_OPS)
     return OnnxModelInfo(p, sha256_file(p), inputs, outputs, qdq, onnx_metadata(model, what=f"ONNX model {p}"))
 
 
-_Named = TypeVar("_Named")  # TensorInfo, TensorSpec: anything with a ``name``
+_Named = TypeVar("_Named")  # a TensorSpec, or anything else with a ``name``
 
 
 def manifest_order(outputs: Sequence[_Named], manifest: HeadManifest | None, *,

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgehal.export.graph import iter_nodes, load_onnx, tensor_info
+from edgehal.errors import EdgehalError
+from edgehal.export.graph import iter_nodes, load_onnx, tensor_spec
 from edgehal.export.tensorrt import ops
 from edgehal.export.tensorrt.profile import DEFAULT_MAX_BATCH, default_dim_range, dim_keys
 
@@ -92,7 +93,6 @@ def _manifest_of(model: Any):
     """The head manifest in the file's edgehal metadata, or None (no metadata, or unreadable metadata:
     that is ``edgehal export``'s concern, not TensorRT's)."""
     from edgehal.artifact import onnx_metadata
-    from edgehal.errors import EdgehalError
 
     try:
         meta = onnx_metadata(model)
@@ -173,7 +173,10 @@ class _Checker:
         for vi in self.model.graph.input:
             if vi.name not in self.graph_inputs:
                 continue
-            t = tensor_info(vi)
+            try:
+                t = tensor_spec(vi)
+            except EdgehalError:  # no tensor (a sequence), or a type newer than the dtype table: nothing to profile
+                continue
             for axis in t.dynamic_axes:
                 if axis == 0:
                     yield Finding("info", "dynamic",

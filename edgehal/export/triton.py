@@ -25,10 +25,10 @@ from typing import Any, Mapping, Sequence
 
 from edgehal.artifact import ArtifactMetadata, manifest_from_properties, to_properties
 from edgehal.errors import EdgehalError
-from edgehal.export.graph import TensorInfo, manifest_order, read_onnx_info
+from edgehal.export.graph import manifest_order, read_onnx_info
 from edgehal.fileio import atomic_write_text, atomic_write_with
 from edgehal.manifest import HeadManifest
-from edgehal.tensors import dtype_from_numpy
+from edgehal.tensors import TensorSpec
 
 KINDS = ("KIND_GPU", "KIND_CPU")
 DEFAULT_ONNX_MAX_BATCH = 8
@@ -77,8 +77,8 @@ class TritonModel:
     model_file: Path
     platform: str
     max_batch_size: int
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     label_files: tuple[Path, ...]
 
 
@@ -88,8 +88,8 @@ class _Source:
     platform: str
     filename: str
     manifest: HeadManifest
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     metadata: ArtifactMetadata
     batch_max: int | None  # the engine profile's largest batch (plans only)
     sidecar: Path | None = None
@@ -120,7 +120,7 @@ def _read_source(path: Path) -> _Source:
     raise EdgehalError(f"model {path.name}", f"has suffix {path.suffix!r}", ".onnx, .plan or .engine")
 
 
-def _served_outputs(src: _Source) -> tuple[TensorInfo, ...]:
+def _served_outputs(src: _Source) -> tuple[TensorSpec, ...]:
     """The heads, in manifest order: Triton serves what the manifest declares, nothing else."""
     ordered = manifest_order(src.outputs, src.manifest, what=f"model {src.path.name}")
     return ordered[:len(src.manifest.head_names)]
@@ -160,8 +160,11 @@ def _q(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _tensor_block(t: TensorInfo, *, batching: bool, label_file: str | None = None) -> list[str]:
-    dtype = dtype_from_numpy(t.dtype, what=f"tensor {t.name!r}").triton
+def _tensor_block(t: TensorSpec, *, batching: bool, label_file: str | None = None) -> list[str]:
+    dtype = t.type.triton
+    if dtype is None:
+        raise EdgehalError(f"tensor {t.name!r}", f"has dtype {t.dtype}, which Triton has no data_type for",
+                           "a model whose inputs and outputs Triton serves (float32, float16, int64, ...)")
     dims = list(t.shape[1:] if batching else t.shape) or [1]
     lines = ["  {", f"    name: {_q(t.name)}", f"    data_type: {dtype}",
              f"    dims: [ {', '.join(str(int(d)) for d in dims)} ]"]
@@ -171,8 +174,8 @@ def _tensor_block(t: TensorInfo, *, batching: bool, label_file: str | None = Non
     return lines
 
 
-def render_config(*, name: str, platform: str, max_batch_size: int, inputs: Sequence[TensorInfo],
-                  outputs: Sequence[TensorInfo], labels: Mapping[str, str], options: TritonOptions,
+def render_config(*, name: str, platform: str, max_batch_size: int, inputs: Sequence[TensorSpec],
+                  outputs: Sequence[TensorSpec], labels: Mapping[str, str], options: TritonOptions,
                   parameters: Mapping[str, str]) -> str:
     """The ``config.pbtxt`` text (protobuf text format of Triton's ``ModelConfig``)."""
     batching = max_batch_size > 0

@@ -155,8 +155,10 @@ class OnnxRuntimeRunner(Runner):
         return [self._spec(o, "output") for o in self.session.get_outputs()]
 
     def _spec(self, arg, kind: str) -> TensorSpec:
-        """A session NodeArg; named dims (``"batch"``) and unknown ones are dynamic."""
-        dtype = dtype_from_ort(arg.type, what=f"{self.what}: {kind} {arg.name!r}").numpy
+        """A session NodeArg; named dims (``"batch"``) and unknown ones are dynamic. A type numpy
+        cannot hold (FLOAT8E4M3FN) is an EdgehalError: the runner feeds and returns numpy arrays."""
+        what = f"{self.what}: {kind} {arg.name!r}"
+        dtype = dtype_from_ort(arg.type, what=what).require_numpy(what=what)
         return TensorSpec(arg.name, dtype, tuple(d if isinstance(d, int) else -1 for d in arg.shape))
 
     def output_names(self) -> list[str]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgehal.artifact import read_engine_sidecar
 from edgehal.errors import EdgehalError
-from edgehal.export.graph import TensorInfo, manifest_order
+from edgehal.export.graph import manifest_order
 from edgehal.export.tensorrt.library import import_tensorrt, make_logger
 from edgehal.export.tensorrt.profile import check_profile
 from edgehal.export.tensorrt.provenance import (
@@ -35,6 +35,7 @@ from edgehal.export.tensorrt.provenance import (
 )
 from edgehal.manifest import HeadManifest
 from edgehal.runtime.base import Runner, TensorSpec, check_feed
+from edgehal.tensors import dtype_from_tensorrt
 
 # --------------------------------------------------------------------------
 # Loading
@@ -47,8 +48,8 @@ class LoadedEngine:
     engine: Any
     runtime: Any
     provenance: EngineProvenance
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]  # in the engine's order; the runner reports them in manifest order
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]  # in the engine's order; the runner reports them in manifest order
     warnings: tuple[str, ...] = ()
     logger: Any = field(default=None, repr=False)
 
@@ -79,18 +80,30 @@ def load_engine(path: str | Path, *, device_index: int = 0) -> LoadedEngine:
     if engine is None:
         raise EdgehalError(f"TensorRT engine {p.name}", f"TensorRT could not load it ({logger.last_error()})",
                            f"rebuild the engine on the target with `{provenance.rebuild_command(p)}`")
-    inputs, outputs = engine_io(trt, engine)
+    inputs, outputs = engine_io(trt, engine, what=f"TensorRT engine {p.name}")
     return LoadedEngine(engine, runtime, provenance, inputs, outputs, tuple(softer), logger)
 
 
-def engine_io(trt: Any, engine: Any) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
-    """The engine's input and output tensors, by name (TensorRT 10 has no binding indices)."""
+def engine_io(trt: Any, engine: Any, *, what: str = "TensorRT engine"
+              ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The engine's input and output tensors, by name (TensorRT 10 has no binding indices).
+
+    A type the runner cannot copy between numpy and the device is refused
+    here, before any run: one without a numpy type (FP8, INT4, FP4), and
+    BF16, which numpy has (through ml_dtypes) but torch cannot take from it.
+    """
     inputs, outputs = [], []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
-        dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name
-        info = TensorInfo(name, dtype, tuple(int(d) for d in engine.get_tensor_shape(name)))
-        (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(info)
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        tensor = f"{what}: {'input' if is_input else 'output'} {name!r}"
+        dtype = dtype_from_tensorrt(engine.get_tensor_dtype(name), what=tensor)
+        dtype.require_numpy(what=tensor)
+        if dtype.numpy == "bfloat16":
+            raise EdgehalError(tensor, "is BF16, which the runner cannot copy between numpy and the GPU "
+                               "(torch takes no numpy bfloat16)", "an engine with FP32 or FP16 inputs and outputs")
+        spec = TensorSpec(name, dtype, tuple(int(d) for d in engine.get_tensor_shape(name)))
+        (inputs if is_input else outputs).append(spec)
     return tuple(inputs), tuple(outputs)
 
 
@@ -191,7 +204,7 @@ def _set_address(loaded: LoadedEngine, context: Any, name: str, tensor: Any) -> 
 
 
 def bind(loaded: LoadedEngine, context: Any, feed: Mapping[str, Any], *,
-         outputs: Sequence[TensorInfo], memory: CudaMemory) -> dict[str, Any]:
+         outputs: Sequence[TensorSpec], memory: CudaMemory) -> dict[str, Any]:
     """Set input shapes and every I/O tensor's address; returns the output buffers.
 
     Each output gets a buffer of the shape TensorRT infers from the input
@@ -221,7 +234,7 @@ def enqueue(loaded: LoadedEngine, context: Any, stream_handle: int) -> None:
 
 
 def execute(loaded: LoadedEngine, context: Any, feed: Mapping[str, Any], *,
-            outputs: Sequence[TensorInfo], memory: CudaMemory) -> dict[str, Any]:
+            outputs: Sequence[TensorSpec], memory: CudaMemory) -> dict[str, Any]:
     """Bind, run on the memory's stream and wait: device tensors in, device tensors out."""
     results = bind(loaded, context, feed, outputs=outputs, memory=memory)
     enqueue(loaded, context, memory.stream_handle)
@@ -246,7 +259,7 @@ class TensorRTRunner(Runner):
         self._loaded: LoadedEngine | None = None
         self._context: Any = None
         self._memory: CudaMemory | None = None
-        self._outputs: tuple[TensorInfo, ...] = ()
+        self._outputs: tuple[TensorSpec, ...] = ()
         self._provenance: EngineProvenance | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -293,10 +306,10 @@ class TensorRTRunner(Runner):
         return self._provenance.manifest if self._provenance else None
 
     def input_specs(self) -> list[TensorSpec]:
-        return [TensorSpec(t.name, t.dtype, t.shape) for t in self._loaded.inputs]
+        return list(self._loaded.inputs)
 
     def output_specs(self) -> list[TensorSpec]:
-        return [TensorSpec(t.name, t.dtype, t.shape) for t in self._outputs]
+        return list(self._outputs)
 
     def output_names(self) -> list[str]:
         return [t.name for t in self._outputs]

@@ -14,7 +14,6 @@ import trt_test_models as tm  # noqa: E402
 
 from edgehal.errors import EdgehalError  # noqa: E402
 from edgehal.export.graph import (  # noqa: E402
-    TensorInfo,
     check_model,
     iter_nodes,
     load_onnx,
@@ -22,10 +21,11 @@ from edgehal.export.graph import (  # noqa: E402
     prune_outputs,
     read_onnx_info,
     run_onnx,
-    tensor_info,
+    tensor_spec,
     to_fp16,
     topological_sort,
 )
+from edgehal.tensors import TensorSpec  # noqa: E402
 
 
 def _vi(name, elem, shape):
@@ -58,12 +58,21 @@ def test_missing_or_corrupt_file_is_one_line(tmp_path):
         load_onnx(tmp_path / "bad.onnx")
 
 
-def test_tensor_info_keeps_dimension_names_and_unknown_types():
-    t = tensor_info(_vi("x", TensorProto.FLOAT, ["batch", 1, "rows", 28]))
+def test_tensor_spec_keeps_dimension_names_and_types_numpy_lacks():
+    t = tensor_spec(_vi("x", TensorProto.FLOAT, ["batch", 1, "rows", 28]))
     assert (t.name, t.dtype, t.shape) == ("x", "float32", (-1, 1, -1, 28))
+    assert t.dim_names == ("batch", None, "rows", None)
     assert t.dynamic_axes == (0, 2) and t.dim_label(2) == "2 ('rows')" and t.dim_label(1) == "1"
-    assert tensor_info(_vi("s", TensorProto.STRING, [2])).dtype == "object"
-    assert TensorInfo.from_dict(t.to_dict()) == TensorInfo("x", "float32", (-1, 1, -1, 28))
+    assert tensor_spec(_vi("s", TensorProto.STRING, [2])).dtype == "object"
+    assert TensorSpec.from_dict(t.to_dict()) == TensorSpec("x", "float32", (-1, 1, -1, 28))
+    fp8 = tensor_spec(_vi("q", TensorProto.FLOAT8E4M3FN, ["batch", 4]))
+    assert (fp8.dtype, fp8.type.tensorrt, fp8.dynamic_axes) == ("FLOAT8E4M3FN", "FP8", (0,))
+
+
+def test_a_value_that_is_no_tensor_is_one_clear_error():
+    seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2])
+    with pytest.raises(EdgehalError, match=r"^m.onnx: tensor 's': ONNX element type 0 \| is not a tensor type"):
+        tensor_spec(seq, what="m.onnx")
 
 
 def test_io_info_of_an_edgehal_export(tmp_path):
@@ -92,8 +101,8 @@ def test_node_walk_enters_subgraphs():
 
 def test_outputs_are_put_in_manifest_order_with_the_rest_after():
     manifest = tm.manifest()  # heads digit, parity
-    outs = [TensorInfo("extra", "float32", (1,)), TensorInfo("parity", "float32", (-1, 2)),
-            TensorInfo("digit", "float32", (-1, 10))]
+    outs = [TensorSpec("extra", "float32", (1,)), TensorSpec("parity", "float32", (-1, 2)),
+            TensorSpec("digit", "float32", (-1, 10))]
     assert [t.name for t in manifest_order(outs, manifest, what="m")] == ["digit", "parity", "extra"]
     assert manifest_order(outs, None, what="m") == tuple(outs)
     with pytest.raises(EdgehalError, match=r"^m \| head 'digit' of its manifest is not an output"):

@@ -178,6 +178,19 @@ def test_unsupported_tensor_type(tmp_path):
     assert any("data type UINT16, which TensorRT does not support" in f.message for f in report.errors)
 
 
+def test_an_input_of_a_type_numpy_lacks_is_reported_not_a_crash(tmp_path):
+    report, path = _report(tmp_path, [helper.make_node("Identity", ["x"], ["y"])],
+                           [_vi("x", TensorProto.FLOAT8E5M2, ["N", 2])], [_vi("y", TensorProto.FLOAT8E5M2, ["N", 2])],
+                           opset=21)
+    assert any("tensor 'x' has data type FLOAT8E5M2, which TensorRT does not support" in f.message
+               for f in report.errors)
+    assert [f.message for f in report.findings if f.kind == "dynamic"] == [
+        "input 'x': the batch dimension 0 ('N') is dynamic; `edgehal build-engine` gives it an optimisation "
+        "profile (--min-batch/--opt-batch/--max-batch, defaults 1/32/32)"]
+    result = run_cli(path, "--target", "tensorrt")
+    assert result.exit_code == 1 and "FLOAT8E5M2" in result.output
+
+
 def test_double_is_a_cast_warning_not_an_error(tmp_path):
     report, path = _report(tmp_path, [helper.make_node("Relu", ["x"], ["y"])],
                            [_vi("x", TensorProto.DOUBLE, [2])], [_vi("y", TensorProto.DOUBLE, [2])])

@@ -15,12 +15,12 @@ import trt_test_models as tm  # noqa: E402
 
 from edgehal.cli import main  # noqa: E402
 from edgehal.errors import EdgehalError  # noqa: E402
-from edgehal.export.graph import TensorInfo  # noqa: E402
 from edgehal.export.tensorrt.profile import ProfileShape  # noqa: E402
 from edgehal.artifact import write_engine_sidecar  # noqa: E402
 from edgehal.export.tensorrt.provenance import EngineProvenance  # noqa: E402
 from edgehal.export.triton import TritonOptions, export_triton, manifest_from_config  # noqa: E402
 from edgehal.fileio import sha256_file  # noqa: E402
+from edgehal.tensors import TensorSpec  # noqa: E402
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                                        reason="pip install 'tritonclient[grpc]' (the dev extra)")
@@ -51,8 +51,8 @@ def fake_engine(tmp_path: Path, *, dynamic: bool = True) -> Path:
     prov = EngineProvenance(
         tensorrt_version="10.3.0", gpu_name="NVIDIA A10", compute_capability="8.6", precision="fp16",
         profiles=(ProfileShape("input", (batch[0], 1, 28, 28), (batch[1], 1, 28, 28), (batch[2], 1, 28, 28)),),
-        inputs=(TensorInfo("input", "float32", (-1 if dynamic else 1, 1, 28, 28)),),
-        outputs=(TensorInfo("parity", "float32", (-1, 2)), TensorInfo("digit", "float32", (-1, 10))),
+        inputs=(TensorSpec("input", "float32", (-1 if dynamic else 1, 1, 28, 28)),),
+        outputs=(TensorSpec("parity", "float32", (-1, 2)), TensorSpec("digit", "float32", (-1, 10))),
         source_onnx="mnist_kept.onnx", source_onnx_sha256="a" * 64, engine_sha256=sha256_file(engine),
         metadata=tm.metadata(precision="fp16"))
     write_engine_sidecar(engine, prov)
@@ -149,10 +149,23 @@ def test_escaping_round_trips_through_text_format(models, tmp_path):
     from edgehal.export.triton import render_config
 
     text = render_config(name="m", platform="onnxruntime_onnx", max_batch_size=0,
-                         inputs=[TensorInfo("input", "float32", (1, 2))], outputs=[TensorInfo("digit", "float32", (1, 10))],
+                         inputs=[TensorSpec("input", "float32", (1, 2))], outputs=[TensorSpec("digit", "float32", (1, 10))],
                          labels={}, options=TritonOptions(), parameters={"edgehal.manifest": manifest.to_json()})
     cfg = text_format.Parse(text, model_config_pb2.ModelConfig())
     assert manifest_from_config(cfg.parameters).model == manifest.model
+
+
+def test_a_tensor_triton_has_no_type_for_is_refused_by_name():
+    from onnx import TensorProto
+
+    from edgehal.export.triton import render_config
+    from edgehal.tensors import dtype_from_onnx
+
+    fp8 = TensorSpec("q", dtype_from_onnx(TensorProto.FLOAT8E4M3FN), (-1, 4))
+    with pytest.raises(EdgehalError, match=r"^tensor 'q' \| has dtype FLOAT8E4M3FN, which Triton has no data_type"):
+        render_config(name="m", platform="onnxruntime_onnx", max_batch_size=4, inputs=[fp8],
+                      outputs=[TensorSpec("digit", "float32", (-1, 10))], labels={}, options=TritonOptions(),
+                      parameters={})
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -32,6 +32,21 @@ def plain_onnx(tmp_path_factory) -> Path:
     return _linear_onnx(tmp_path_factory.mktemp("ort") / "linear.onnx")
 
 
+def test_a_tensor_numpy_cannot_hold_is_refused_by_name(tmp_path):
+    """onnxruntime runs FLOAT8E4M3FN; the runner feeds and returns numpy arrays, which cannot hold it."""
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT8E4M3FN, ["N", 4]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "fp8", io[:1], io[1:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    with OnnxRuntimeRunner(model.SerializeToString(), providers=["cpu"]) as runner:
+        with pytest.raises(EdgehalError, match=r"input 'x': dtype FLOAT8E4M3FN \| has no numpy type that edgehal "
+                                               r"runs or serves"):
+            runner.input_specs()
+        with pytest.raises(EdgehalError, match=r"output 'y': dtype FLOAT8E4M3FN"):
+            runner.output_specs()
+
+
 def test_cpu_runner_reports_device_threads_and_no_device_timer(plain_onnx):
     with OnnxRuntimeRunner(plain_onnx, providers=["cpu"], threads=2) as r:
         assert r.device == "cpu" and r.threads == 2 and r.providers[0] == "CPUExecutionProvider"

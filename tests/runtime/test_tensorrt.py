@@ -25,7 +25,6 @@ import fake_tensorrt  # noqa: E402
 import trt_test_models as tm  # noqa: E402
 
 from edgehal.errors import EdgehalError  # noqa: E402
-from edgehal.export.graph import TensorInfo  # noqa: E402
 from edgehal.export.tensorrt import provenance  # noqa: E402
 from edgehal.export.tensorrt.build import build_engine  # noqa: E402
 from edgehal.export.tensorrt.plan import EngineOptions  # noqa: E402
@@ -35,6 +34,7 @@ from edgehal.export.tensorrt.provenance import (  # noqa: E402
 )
 from edgehal.artifact import engine_sidecar_path, read_engine_sidecar, write_engine_sidecar  # noqa: E402
 from edgehal.runtime.tensorrt import TensorRTRunner, load_engine  # noqa: E402
+from edgehal.tensors import TensorSpec  # noqa: E402
 
 
 def _gpu_skip_reason() -> str | None:
@@ -71,8 +71,8 @@ def _sidecar_only_engine(tmp_path: Path) -> Path:
     write_engine_sidecar(engine, EngineProvenance(
         tensorrt_version="10.7.0", gpu_name="NVIDIA A10", compute_capability="8.6", precision="fp16",
         profiles=(ProfileShape("input", (2, 1, 28, 28), (8, 1, 28, 28), (8, 1, 28, 28)),),
-        inputs=(TensorInfo("input", "float32", (-1, 1, 28, 28)),),
-        outputs=(TensorInfo("parity", "float32", (-1, 2)), TensorInfo("digit", "float32", (-1, 10))),
+        inputs=(TensorSpec("input", "float32", (-1, 1, 28, 28)),),
+        outputs=(TensorSpec("parity", "float32", (-1, 2)), TensorSpec("digit", "float32", (-1, 10))),
         source_onnx="m.onnx", source_onnx_sha256="a" * 64, engine_sha256=sha256_file(engine),
         metadata=tm.metadata(precision="fp16")))
     return engine
@@ -278,6 +278,21 @@ def test_bytes_tensorrt_cannot_deserialise_are_one_line(fake, onnx_files, tmp_pa
     with pytest.raises(EdgehalError, match=r"TensorRT could not load it \(IRuntime::deserializeCudaEngine.*"
                                            r"rebuild the engine on the target with `edgehal build-engine"):
         TensorRTRunner(engine).activate()
+
+
+def test_an_engine_whose_io_the_runner_cannot_copy_is_refused_at_activation(fake, tmp_path):
+    """The engine's I/O types come from the one dtype table; BF16 has a numpy type (ml_dtypes), not a torch copy."""
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.BFLOAT16, ["N", 4]) for n in ("x", "y")]
+    model = tm.graph_model(tmp_path / "bf16.onnx", [helper.make_node("Identity", ["x"], ["y"])], io[:1], io[1:],
+                           opset=21)
+    engine = _engine(fake, model, tmp_path, max_batch=4)
+    runner = TensorRTRunner(engine)
+    with pytest.raises(EdgehalError, match=r"^TensorRT engine bf16.plan: input 'x' \| is BF16, which the runner "
+                                           r"cannot copy between numpy and the GPU"):
+        runner.activate()
+    assert not runner.is_active
 
 
 # -- on a GPU with TensorRT ----------------------------------------------------------

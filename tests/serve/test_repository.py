@@ -231,6 +231,17 @@ def test_loading_a_corrupt_file_is_a_clear_error(tmp_path):
         LoadedModel(discover([bad])[0], ModelOptions(threads=1))
 
 
+def test_a_model_with_a_tensor_numpy_cannot_hold_is_refused_at_load(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT8E4M3FN, ["N", 4]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "fp8", io[:1], io[1:])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(tmp_path / "fp8.onnx"))
+    with pytest.raises(EdgehalError, match=r"fp8.onnx: input 'x': dtype FLOAT8E4M3FN \| has no numpy type"):
+        load(discover([tmp_path / "fp8.onnx"]), ModelOptions(threads=1))
+
+
 def test_a_repository_written_by_export_triton_is_served_as_configured(model_path, tmp_path):
     from edgehal.export import triton
 

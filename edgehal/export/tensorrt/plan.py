@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgehal.errors import EdgehalError
-from edgehal.export.graph import OnnxModelInfo, TensorInfo, load_onnx, manifest_order, read_onnx_info
+from edgehal.export.graph import OnnxModelInfo, load_onnx, manifest_order, read_onnx_info
 from edgehal.export.inspect import inspect_model
 from edgehal.export.tensorrt.profile import (
     DEFAULT_MAX_BATCH,
@@ -30,6 +30,7 @@ from edgehal.export.tensorrt.profile import (
     dim_keys,
 )
 from edgehal.manifest import HeadManifest
+from edgehal.tensors import TensorSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -117,7 +118,7 @@ def parse_dim_range(text: str) -> tuple[str, tuple[int, int, int]]:
 # Profiles and precision
 
 
-def resolve_batch(inputs: Sequence[TensorInfo], options: EngineOptions, *,
+def resolve_batch(inputs: Sequence[TensorSpec], options: EngineOptions, *,
                   what: str) -> tuple[int, int, int] | None:
     """(min, opt, max) batch for the profile; None when no input has a batch dimension.
 
@@ -154,7 +155,7 @@ def resolve_batch(inputs: Sequence[TensorInfo], options: EngineOptions, *,
     return lo, opt, hi
 
 
-def resolve_dims(inputs: Sequence[TensorInfo], options: EngineOptions, manifest: HeadManifest | None, *,
+def resolve_dims(inputs: Sequence[TensorSpec], options: EngineOptions, manifest: HeadManifest | None, *,
                  what: str) -> dict[tuple[str, int], tuple[int, int, int]]:
     """(input, axis) -> (min, opt, max) for every dynamic dimension other than the batch.
 
@@ -216,7 +217,7 @@ class BuildPlan:
         return self.options.precision
 
     @property
-    def outputs(self) -> tuple[TensorInfo, ...]:
+    def outputs(self) -> tuple[TensorSpec, ...]:
         """The graph outputs in manifest order: what the sidecar records and every runner reports."""
         return manifest_order(self.source.outputs, self.source.manifest,
                               what=f"ONNX model {self.source.path.name}")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from edgehal.errors import EdgehalError
-from edgehal.export.graph import TensorInfo
 from edgehal.manifest import HeadManifest
+from edgehal.tensors import TensorSpec
 
 DEFAULT_MAX_BATCH = 32
 
@@ -42,13 +42,13 @@ class ProfileShape:
         return cls(str(d["input"]), tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))
 
 
-def dim_keys(t: TensorInfo, axis: int) -> tuple[str, ...]:
+def dim_keys(t: TensorSpec, axis: int) -> tuple[str, ...]:
     """The ``--dim`` names that address ``axis`` of input ``t``: its name in the file, then ``INPUT:AXIS``."""
     name = t.dim_names[axis] if axis < len(t.dim_names) else None
     return ((name,) if name else ()) + (f"{t.name}:{axis}",)
 
 
-def default_dim_range(t: TensorInfo, axis: int, manifest: HeadManifest | None) -> tuple[int, int, int] | None:
+def default_dim_range(t: TensorSpec, axis: int, manifest: HeadManifest | None) -> tuple[int, int, int] | None:
     """The profile a dynamic non-batch dimension gets without ``--dim``, from the file's metadata.
 
     The model's sequence axis (``sequence`` in the manifest, e.g. the
@@ -64,7 +64,7 @@ def default_dim_range(t: TensorInfo, axis: int, manifest: HeadManifest | None) -
     return (1, size, size) if (manifest.sequence is not None and manifest.sequence.axis == axis) else (size, size, size)
 
 
-def derive_profiles(inputs: Sequence[TensorInfo], batch: tuple[int, int, int] | None,
+def derive_profiles(inputs: Sequence[TensorSpec], batch: tuple[int, int, int] | None,
                     dims: Mapping[tuple[str, int], tuple[int, int, int]] | None = None
                     ) -> tuple[ProfileShape, ...]:
     """The optimisation profile: each input's shape with the batch range and the ``dims`` ranges filled in."""

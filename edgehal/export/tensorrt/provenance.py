@@ -21,12 +21,12 @@ from typing import Any, Mapping
 
 from edgehal.artifact import ArtifactMetadata, engine_metadata_from_sidecar, engine_sidecar_path
 from edgehal.errors import EdgehalError
-from edgehal.export.graph import TensorInfo
 from edgehal.export.tensorrt.library import import_tensorrt
 from edgehal.export.tensorrt.profile import ProfileShape
 from edgehal.fileio import sha256_file
 from edgehal.manifest import HeadManifest
 from edgehal.host import NV_TEGRA_RELEASE, parse_l4t_release
+from edgehal.tensors import TensorSpec
 
 SIDECAR_FORMAT = "edgehal-trt/1"
 
@@ -116,8 +116,8 @@ class EngineProvenance:
     compute_capability: str
     precision: str
     profiles: tuple[ProfileShape, ...]
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     source_onnx: str
     source_onnx_sha256: str
     engine_sha256: str
@@ -205,8 +205,8 @@ class EngineProvenance:
                 compute_capability=str(d["compute_capability"]),
                 precision=str(d["precision"]),
                 profiles=tuple(ProfileShape.from_dict(p) for p in d["profiles"]),
-                inputs=tuple(TensorInfo.from_dict(t) for t in d["inputs"]),
-                outputs=tuple(TensorInfo.from_dict(t) for t in d["outputs"]),
+                inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+                outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
                 source_onnx=str(d["source_onnx"]),
                 source_onnx_sha256=str(d["source_onnx_sha256"]),
                 engine_sha256=str(d["engine_sha256"]),

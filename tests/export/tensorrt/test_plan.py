@@ -17,13 +17,13 @@ import trt_test_models as tm  # noqa: E402
 
 from edgehal.cli import main  # noqa: E402
 from edgehal.errors import EdgehalError  # noqa: E402
-from edgehal.export.graph import TensorInfo  # noqa: E402
 from edgehal.export.tensorrt.plan import (  # noqa: E402
     EngineOptions,
     parse_dim_range,
     plan_build,
     resolve_dims,
 )
+from edgehal.tensors import TensorSpec  # noqa: E402
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -169,7 +169,7 @@ def test_a_manifest_head_that_is_no_output_is_refused_before_tensorrt(models, tm
 
 
 def test_dynamic_dimensions_without_metadata_need_a_dim_range():
-    inputs = [TensorInfo("x", "float32", (-1, -1, 16), ("batch", "time", None))]
+    inputs = [TensorSpec("x", "float32", (-1, -1, 16), ("batch", "time", None))]
     with pytest.raises(EdgehalError, match=r"dimension 1 \('time'\) is dynamic and nothing gives its range.*"
                                            r"--dim time=MIN,OPT,MAX"):
         resolve_dims(inputs, EngineOptions(), None, what="m")

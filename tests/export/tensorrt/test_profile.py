@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from edgehal.errors import EdgehalError
-from edgehal.export.graph import TensorInfo
 from edgehal.export.tensorrt.profile import (
     ProfileShape,
     check_profile,
@@ -15,20 +14,21 @@ from edgehal.export.tensorrt.profile import (
 )
 from edgehal.hierarchy import DIGIT_CLASSES
 from edgehal.manifest import Head, HeadManifest, SequenceAxis
+from edgehal.tensors import TensorSpec
 
 
 def test_profiles_fill_the_batch_and_dimension_ranges_in():
-    inputs = [TensorInfo("x", "float32", (-1, -1, 16), ("batch", "time", None))]
+    inputs = [TensorSpec("x", "float32", (-1, -1, 16), ("batch", "time", None))]
     profiles = derive_profiles(inputs, (1, 4, 8), {("x", 1): (1, 10, 20)})
     assert profiles[0].to_dict() == {"input": "x", "min": [1, 1, 16], "opt": [4, 10, 16], "max": [8, 20, 16]}
     assert profiles[0].dynamic_batch
     assert ProfileShape.from_dict(profiles[0].to_dict()) == profiles[0]
-    fixed = derive_profiles([TensorInfo("x", "float32", (4, 16))], (4, 4, 4))
+    fixed = derive_profiles([TensorSpec("x", "float32", (4, 16))], (4, 4, 4))
     assert fixed[0].min == fixed[0].max == (4, 16) and not fixed[0].dynamic_batch
 
 
 def test_a_dimension_is_named_by_its_name_in_the_file_then_by_input_and_axis():
-    t = TensorInfo("x", "float32", (-1, -1, -1), ("batch", "rows", None))
+    t = TensorSpec("x", "float32", (-1, -1, -1), ("batch", "rows", None))
     assert dim_keys(t, 1) == ("rows", "x:1")
     assert dim_keys(t, 2) == ("x:2",)
 
@@ -37,11 +37,11 @@ def test_the_sequence_axis_defaults_to_one_up_to_the_trained_length():
     manifest = HeadManifest(model="rows", input_name="input", input_shape=(1, 28, 28),
                             heads=(Head("digit", "main", 0, class_names=DIGIT_CLASSES),),
                             sequence=SequenceAxis(axis=2, name="rows"))
-    t = TensorInfo("input", "float32", (-1, 1, -1, 28))
+    t = TensorSpec("input", "float32", (-1, 1, -1, 28))
     assert default_dim_range(t, 2, manifest) == (1, 28, 28)
     assert default_dim_range(t, 3, manifest) == (28, 28, 28)  # another dimension: the trained size alone
     assert default_dim_range(t, 2, None) is None
-    assert default_dim_range(TensorInfo("other", "float32", (-1, -1)), 1, manifest) is None
+    assert default_dim_range(TensorSpec("other", "float32", (-1, -1)), 1, manifest) is None
 
 
 def test_batch_outside_the_profile_is_refused():

@@ -13,7 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
 import trt_test_models as tm  # noqa: E402
 
 from edgehal.errors import EdgehalError  # noqa: E402
-from edgehal.export.graph import TensorInfo  # noqa: E402
 from edgehal.export.tensorrt import provenance  # noqa: E402
 from edgehal.export.tensorrt.profile import ProfileShape  # noqa: E402
 from edgehal.export.tensorrt.provenance import (  # noqa: E402
@@ -24,6 +23,7 @@ from edgehal.export.tensorrt.provenance import (  # noqa: E402
     parse_jetpack_version,
 )
 from edgehal.artifact import engine_sidecar_path, read_engine_sidecar, write_engine_sidecar  # noqa: E402
+from edgehal.tensors import TensorSpec  # noqa: E402
 
 
 def _provenance(engine: Path, **changes) -> EngineProvenance:
@@ -31,8 +31,8 @@ def _provenance(engine: Path, **changes) -> EngineProvenance:
         tensorrt_version="10.3.0.26", gpu_name="Orin", compute_capability="8.7", l4t_release="36.4.0",
         jetpack="6.1", precision="fp16",
         profiles=(ProfileShape("input", (1, 1, 28, 28), (32, 1, 28, 28), (32, 1, 28, 28)),),
-        inputs=(TensorInfo("input", "float32", (-1, 1, 28, 28)),),
-        outputs=(TensorInfo("digit", "float32", (-1, 10)), TensorInfo("parity", "float32", (-1, 2))),
+        inputs=(TensorSpec("input", "float32", (-1, 1, 28, 28)),),
+        outputs=(TensorSpec("digit", "float32", (-1, 10)), TensorSpec("parity", "float32", (-1, 2))),
         source_onnx="mnist_kept.onnx", source_onnx_sha256="a" * 64, engine_sha256="b" * 64,
         metadata=tm.metadata(precision="fp16"), built_at="2025-01-01T00:00:00+00:00",
         edgehal_version="0.1.0")
