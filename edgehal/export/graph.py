@@ -135,9 +135,7 @@ def manifest_order(outputs: Sequence[_Named], manifest: HeadManifest | None, *,
     if missing:
         raise EdgehalError(what, f"head {missing[0]!r} of its manifest is not an output",
                            f"outputs named after the heads {list(manifest.head_names)}")
-    heads = set(manifest.head_names)
-    return tuple(by_name[h] for h in manifest.head_names) + tuple(
-        t for t in outputs if t.name not in heads)
+    return tuple(by_name[n] for n in manifest.order(list(by_name)))
 
 
 # --------------------------------------------------------------------------
