@@ -2,7 +2,8 @@
 
 Goal: no more than 5%, measured against a bare timing loop.
 
-Both sides time the same callable, ``runner._infer`` on a prepared feed of a
+Both sides time the same callable, ``runner.infer(feed, check=False)`` (what
+``edgehal bench`` times after checking the feed once) on a prepared feed of a
 small onnxruntime model (one intra-op thread): the bare loop is
 
     for i in range(n): t0 = perf_counter_ns(); call(); lat[i] = perf_counter_ns() - t0
@@ -16,9 +17,9 @@ both alike; the reported overhead is the median over rounds of
 * ``wall_overhead``: harness wall time per call / bare wall time per call - 1
   (what its bookkeeping costs between calls).
 
-For context it also reports the runner's own cost (``_infer`` against a raw
-``session.run``) and what per-call input validation would add (``infer`` against
-``_infer``); neither is harness overhead.
+For context it also reports the runner's own cost (``infer(check=False)`` against a
+raw ``session.run``) and what per-call input validation would add (``infer`` against
+``infer(check=False)``); neither is harness overhead.
 
 Usage::
 
@@ -87,7 +88,7 @@ def calibrate(target_us: float, workdir: Path, widths=(64, 128, 256, 384, 512, 7
         path = build_mlp(workdir / f"mlp_{w}.onnx", width=w)
         with OnnxRuntimeRunner(path, providers=["cpu"], threads=1) as r:
             feed = {"x": np.random.default_rng(0).standard_normal((1, 784)).astype(np.float32)}
-            call = functools.partial(r._infer, feed, ["main"])
+            call = functools.partial(r.infer, feed, outputs=["main"], check=False)
             _bare(call, 50)
             med = _median_us(_bare(call, 300)[0])
         score = abs(np.log(med / target_us))
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             feed = {spec.name: np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)}
             names = runner.output_names()
             runner.infer(feed)
-            call = functools.partial(runner._infer, feed, names)
+            call = functools.partial(runner.infer, feed, outputs=names, check=False)
             options = BenchOptions(warmup_runs=0, warmup_seconds=0.0, min_runs=args.runs, min_seconds=0.0,
                                    windows=3, max_windows=3).validate()
             session_run = functools.partial(runner.session.run, names, feed)
@@ -179,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nharness overhead: median latency {summary['median_overhead']:+.2%}, "
           f"wall per call {summary['wall_overhead']:+.2%} (goal <= +5%): "
           f"{'PASS' if summary['passed'] else 'FAIL'}")
-    print(f"for context: runner _infer vs raw session.run {summary['runner_overhead_vs_session_run']:+.2%}; "
-          f"per-call validation (infer vs _infer) would add {summary['validation_cost_if_infer_were_timed']:+.2%}")
+    print(f"for context: runner infer(check=False) vs raw session.run {summary['runner_overhead_vs_session_run']:+.2%}; "
+          f"per-call validation (infer vs infer(check=False)) would add {summary['validation_cost_if_infer_were_timed']:+.2%}")
     print(f"wrote {args.output}")
     return 0 if summary["passed"] else 1
 

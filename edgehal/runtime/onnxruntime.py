@@ -82,6 +82,8 @@ class OnnxRuntimeRunner(Runner):
         self.optimization = optimization
         self.session = None
         self._metadata: ArtifactMetadata | None = None
+        self._output_names: list[str] = []
+        self._input_specs: list[TensorSpec] | None = None
         label = "<bytes>" if isinstance(model, bytes) else str(model)
         self.what = f"ONNX model {label}"
 
@@ -111,9 +113,13 @@ class OnnxRuntimeRunner(Runner):
             raise EdgehalError(self.what, f"onnxruntime cannot load it ({first})",
                                "a valid ONNX file, e.g. one written by `edgehal export`") from None
         self._metadata = onnx_metadata(self.session.get_modelmeta(), what=self.what)
+        # Asked on every infer(): session.get_outputs() builds new NodeArgs each time (microseconds).
+        self._output_names = [o.name for o in self.session.get_outputs()]
 
     def _deactivate(self) -> None:
         self.session = None
+        self._output_names = []
+        self._input_specs = None
 
     @property
     def metadata(self) -> ArtifactMetadata | None:
@@ -149,7 +155,10 @@ class OnnxRuntimeRunner(Runner):
         return self._threads
 
     def input_specs(self) -> list[TensorSpec]:
-        return [self._spec(i, "input") for i in self.session.get_inputs()]
+        # Described once per activation: infer() checks every feed against them.
+        if self._input_specs is None:
+            self._input_specs = [self._spec(i, "input") for i in self.session.get_inputs()]
+        return list(self._input_specs)
 
     def output_specs(self) -> list[TensorSpec]:
         return [self._spec(o, "output") for o in self.session.get_outputs()]
@@ -162,7 +171,7 @@ class OnnxRuntimeRunner(Runner):
         return TensorSpec(arg.name, dtype, tuple(d if isinstance(d, int) else -1 for d in arg.shape))
 
     def output_names(self) -> list[str]:
-        return [o.name for o in self.session.get_outputs()]
+        return list(self._output_names)
 
     def _infer(self, feed: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         results = self.session.run(outputs, feed)
