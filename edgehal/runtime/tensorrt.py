@@ -287,9 +287,11 @@ class TensorRTRunner(Runner):
         return self._provenance
 
     @property
-    def precision(self) -> str | None:  # type: ignore[override]
-        """The engine's precision (fp16 for an fp16 engine built from an fp32 ONNX); None before activation."""
-        return self._provenance.precision if self._provenance else None
+    def precision(self) -> str:
+        """The engine's precision (fp16 for an fp16 engine built from an fp32 ONNX), from its sidecar:
+        known before activation, as for every runner."""
+        provenance = self._provenance or read_engine_sidecar(self.path)
+        return provenance.precision
 
     @property
     def device(self) -> str:

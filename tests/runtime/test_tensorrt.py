@@ -93,7 +93,7 @@ def test_missing_engine(tmp_path):
 
 def test_runner_says_where_it_computes_before_activation(tmp_path):
     runner = TensorRTRunner(_sidecar_only_engine(tmp_path), device_index=1)
-    assert runner.device == "cuda:1" and runner.manifest is None and runner.precision is None
+    assert runner.device == "cuda:1" and runner.manifest is None and runner.precision == "fp16"  # from the sidecar
 
 
 # -- any machine: the strict fake TensorRT ---------------------------------------------
