@@ -102,7 +102,10 @@ def error_response(status: int, message: str) -> web.Response:
     return _json(status, dumps({"error": message}))
 
 
-_EMPTY_OK = b""
+# The Open Inference Protocol's REST health bodies. KServe's v2 client parses them; Triton's
+# clients look only at the status, so a body serves both.
+_LIVE = dumps({"live": True})
+_READY = dumps({"ready": True})
 
 
 class Handlers:
@@ -116,11 +119,11 @@ class Handlers:
 
     # -- health and metadata -------------------------------------------
     async def live(self, request: web.Request) -> web.Response:
-        return web.Response(status=200, body=_EMPTY_OK)
+        return _json(200, _LIVE)
 
     async def ready(self, request: web.Request) -> web.Response:
         self.plane.check_server_ready()
-        return web.Response(status=200, body=_EMPTY_OK)
+        return _json(200, _READY)
 
     async def server_metadata(self, request: web.Request) -> web.Response:
         return _json(200, self.plane.server_metadata_body)
@@ -132,7 +135,7 @@ class Handlers:
     async def model_ready(self, request: web.Request) -> web.Response:
         served = self.plane.get(request.match_info["name"], request.match_info.get("version"))
         self.plane.check_model_ready(served)
-        return web.Response(status=200, body=_EMPTY_OK)
+        return _json(200, dumps({"name": served.io.name, "ready": True}))
 
     async def model_config(self, request: web.Request) -> web.Response:
         served = self.plane.get(request.match_info["name"], request.match_info.get("version"))
@@ -203,6 +206,7 @@ def routes(h: Handlers) -> list[web.RouteDef]:
         web.get("/v2/health/live", h.live),
         web.get("/v2/health/ready", h.ready),
         web.get("/v2", h.server_metadata),
+        web.get("/v2/", h.server_metadata),
         web.get("/v2/models/{name}", h.model_metadata),
         web.get("/v2/models/{name}/versions/{version}", h.model_metadata),
         web.get("/v2/models/{name}/ready", h.model_ready),

@@ -54,9 +54,13 @@ def triton_infer(client, x: np.ndarray, *, binary: bool, outputs: list[str] | No
 
 
 def test_health_and_server_metadata(server, triton):
-    assert server.get("/v2/health/live") == (200, b"")
-    assert server.get("/v2/health/ready") == (200, b"")
-    assert triton.is_server_live() and triton.is_server_ready()
+    # The Open Inference Protocol's bodies (KServe's REST client parses them; Triton's reads the status).
+    assert server.get("/v2/health/live") == (200, b'{"live":true}')
+    assert server.get("/v2/health/ready") == (200, b'{"ready":true}')
+    assert server.get(f"/v2/models/{MODEL}/ready") == (200, b'{"name":"hal_mnist","ready":true}')
+    assert server.get(f"/v2/models/{MODEL}/versions/1/ready") == (200, b'{"name":"hal_mnist","ready":true}')
+    assert triton.is_server_live() and triton.is_server_ready() and triton.is_model_ready(MODEL)
+    assert server.get("/v2/") == server.get("/v2")
     meta = triton.get_server_metadata()
     assert meta["name"] == "edgehal"
     assert "binary_tensor_data" in meta["extensions"]
