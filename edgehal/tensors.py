@@ -247,7 +247,10 @@ class TensorSpec:
     @property
     def numpy_dtype(self) -> np.dtype:
         """The numpy dtype; an EdgehalError naming the tensor for a type numpy cannot hold."""
-        return self._type.require_numpy(what=f"tensor {self.name!r}")
+        entry = self._type
+        if entry.numpy is not None:  # asked per request by the server: no message to build
+            return entry.require_numpy()
+        return entry.require_numpy(what=f"tensor {self.name!r}")
 
     @property
     def datatype(self) -> str | None:

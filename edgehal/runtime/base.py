@@ -137,7 +137,9 @@ class Runner(ABC):
 
     def _output_list(self, outputs: Sequence[str] | None) -> list[str]:
         available = list(self.output_names())
-        names = available if outputs is None else list(outputs)
+        if outputs is None:  # every output, as a server asks on each run: nothing to look up
+            return available
+        names = list(outputs)
         unknown = [n for n in names if n not in available]
         if unknown:
             raise EdgehalError(f"output {unknown[0]!r}", f"is not an output of {self.name}",
