@@ -44,7 +44,7 @@ from edgehal.serve.repository import ModelOptions, discover, load
 log = logging.getLogger("edgehal.serve")
 
 SERVER_NAME = "edgehal"
-EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "statistics")
 
 # Most specific first; the first matching class wins.
 ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
@@ -141,6 +141,10 @@ class Handlers:
         served = self.plane.get(request.match_info["name"], request.match_info.get("version"))
         return _json(200, served.config_body)
 
+    async def statistics(self, request: web.Request) -> web.Response:
+        match = request.match_info
+        return _json(200, self.plane.statistics_body(match.get("name"), match.get("version")))
+
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(status=200, body=self.plane.metrics_text().encode(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
@@ -199,7 +203,12 @@ class Handlers:
 
 
 def routes(h: Handlers) -> list[web.RouteDef]:
-    """The one route table. Inference first: aiohttp tries candidates in order."""
+    """The one route table. Inference first: aiohttp tries candidates in order.
+
+    ``/v2/models/stats`` comes before ``/v2/models/{name}``, so "stats" there is always the
+    statistics of every model (as in Triton): a model named "stats" is still served, and its
+    metadata is at ``/v2/models/stats/versions/{version}``.
+    """
     return [
         web.post("/v2/models/{name}/infer", h.infer, expect_handler=h.expect),
         web.post("/v2/models/{name}/versions/{version}/infer", h.infer, expect_handler=h.expect),
@@ -207,6 +216,9 @@ def routes(h: Handlers) -> list[web.RouteDef]:
         web.get("/v2/health/ready", h.ready),
         web.get("/v2", h.server_metadata),
         web.get("/v2/", h.server_metadata),
+        web.get("/v2/models/stats", h.statistics),
+        web.get("/v2/models/{name}/stats", h.statistics),
+        web.get("/v2/models/{name}/versions/{version}/stats", h.statistics),
         web.get("/v2/models/{name}", h.model_metadata),
         web.get("/v2/models/{name}/versions/{version}", h.model_metadata),
         web.get("/v2/models/{name}/ready", h.model_ready),

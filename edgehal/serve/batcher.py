@@ -14,6 +14,11 @@ is why zero is the default; a delay trades latency for fuller batches.
 
 A full queue refuses at once (``Unavailable``, HTTP 503) instead of growing.
 ``close()`` refuses new work and finishes everything already queued.
+
+Each run is timed in three stages (:class:`BatchTimes`: concatenate, run,
+split) with one ``perf_counter_ns`` between stages; a request that passes a
+:class:`RequestTimes` learns which run answered it, for the statistics
+extension's queue and compute times.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import collections
 import logging
 from concurrent.futures import Executor, ThreadPoolExecutor
+from time import perf_counter_ns
 from typing import Callable, Mapping
 
 import numpy as np
@@ -33,14 +39,40 @@ log = logging.getLogger("edgehal.serve")
 RunFn = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
-class _Item:
-    __slots__ = ("inputs", "n", "future", "key")
+class BatchTimes:
+    """One model run: its samples, when it started (``perf_counter_ns``) and the nanoseconds
+    spent concatenating the inputs, running the model, and splitting the outputs."""
 
-    def __init__(self, inputs: dict[str, np.ndarray], n: int, future: asyncio.Future, key: object) -> None:
+    __slots__ = ("size", "start_ns", "input_ns", "infer_ns", "output_ns")
+
+    def __init__(self, size: int, start_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        self.size = size
+        self.start_ns = start_ns
+        self.input_ns = input_ns
+        self.infer_ns = infer_ns
+        self.output_ns = output_ns
+
+
+class RequestTimes:
+    """Filled by the batcher once the request's run is done: ``batch`` is that run's times
+    (shared by every request in it); None until then, and for a run that failed."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self) -> None:
+        self.batch: BatchTimes | None = None
+
+
+class _Item:
+    __slots__ = ("inputs", "n", "future", "key", "times")
+
+    def __init__(self, inputs: dict[str, np.ndarray], n: int, future: asyncio.Future, key: object,
+                 times: RequestTimes | None) -> None:
         self.inputs = inputs
         self.n = n
         self.future = future
         self.key = key
+        self.times = times
 
 
 def _wake(waiter: asyncio.Future) -> None:
@@ -57,12 +89,13 @@ class DynamicBatcher:
     dimension: every request runs alone. ``dynamic=False`` also runs every
     request alone, still one at a time through the queue. ``shape_key``
     must be true when a non-batch dimension is dynamic, so only requests of
-    equal shapes are concatenated. ``on_batch(samples)`` is called after each run.
+    equal shapes are concatenated. ``on_batch(times)`` is called with each successful run's
+    :class:`BatchTimes`.
     """
 
     def __init__(self, run: RunFn, *, name: str, max_batch_size: int, dynamic: bool,
                  max_queue_delay_s: float, max_queue_size: int, shape_key: bool = False,
-                 inline: bool = False, on_batch: Callable[[int], None] | None = None) -> None:
+                 inline: bool = False, on_batch: Callable[[BatchTimes], None] | None = None) -> None:
         if max_queue_size < 1:
             raise ValueError("max_queue_size must be at least 1")
         self.name = name
@@ -101,8 +134,9 @@ class DynamicBatcher:
         return len(self._pending)
 
     # -- request side ------------------------------------------------------
-    def submit(self, inputs: dict[str, np.ndarray], n: int) -> asyncio.Future:
-        """Queue one request of ``n`` samples; the future resolves to its outputs."""
+    def submit(self, inputs: dict[str, np.ndarray], n: int, times: RequestTimes | None = None) -> asyncio.Future:
+        """Queue one request of ``n`` samples; the future resolves to its outputs. ``times``, when
+        given, gets the times of the run that answered it before the future resolves."""
         if self._closing or self._task is None:
             raise Unavailable(self.name, "is not accepting requests (shutting down or not started)")
         if len(self._pending) >= self.max_queue_size:
@@ -111,7 +145,7 @@ class DynamicBatcher:
         assert self._loop is not None
         future = self._loop.create_future()
         key = tuple(a.shape[1:] for a in inputs.values()) if self._shape_key else None
-        self._pending.append(_Item(inputs, n, future, key))
+        self._pending.append(_Item(inputs, n, future, key, times))
         if self._waiter is not None:
             _wake(self._waiter)
         return future
@@ -170,11 +204,13 @@ class DynamicBatcher:
                 await asyncio.sleep(0)
 
     async def _execute(self, items: list[_Item], total: int) -> None:
+        start = perf_counter_ns()
         try:
             if len(items) == 1:
                 feed = items[0].inputs
             else:
                 feed = {name: np.concatenate([it.inputs[name] for it in items]) for name in items[0].inputs}
+            ran = perf_counter_ns()
             if self._executor is None:
                 out = self._run(feed)
             else:
@@ -185,15 +221,25 @@ class DynamicBatcher:
                 if not it.future.done():
                     it.future.set_exception(exc)
             return
-        if self._on_batch is not None:
-            self._on_batch(total)
+        done = perf_counter_ns()
+        # The output time is set after the futures resolve: their requests resume only once
+        # this worker yields, and read it then.
+        times = BatchTimes(total, start, ran - start, done - ran, 0)
         if len(items) == 1:
-            if not items[0].future.done():
-                items[0].future.set_result(out)
-            return
-        offset = 0
-        for it in items:
-            end = offset + it.n
+            it = items[0]
+            if it.times is not None:
+                it.times.batch = times
             if not it.future.done():
-                it.future.set_result({k: v[offset:end] for k, v in out.items()})
-            offset = end
+                it.future.set_result(out)
+        else:
+            offset = 0
+            for it in items:
+                end = offset + it.n
+                if it.times is not None:
+                    it.times.batch = times
+                if not it.future.done():
+                    it.future.set_result({k: v[offset:end] for k, v in out.items()})
+                offset = end
+        times.output_ns = perf_counter_ns() - done
+        if self._on_batch is not None:
+            self._on_batch(times)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from time import perf_counter_ns
 from typing import Any, Sequence
 
 from edgehal.host import usable_cores
-from edgehal.serve.batcher import DynamicBatcher
+from edgehal.serve.batcher import DynamicBatcher, RequestTimes
 from edgehal.serve.metrics import Metrics, ModelStats
 from edgehal.serve.protocol import (ModelNotFound, Unavailable, decode_infer_request, dumps,
                                     encode_infer_response, model_metadata)
@@ -57,7 +58,7 @@ class DataPlane:
                 m.run, name=f"model {m.name!r} version {m.version}", max_batch_size=m.batching.max_batch_size,
                 dynamic=m.batching.dynamic, max_queue_delay_s=m.batching.max_queue_delay_s,
                 max_queue_size=m.batching.max_queue_size, shape_key=m.shape_key, inline=inline,
-                on_batch=lambda n, box=stats_box: box[0].observe_batch(n))
+                on_batch=lambda t, box=stats_box: box[0].observe_batch(t.size, t.input_ns, t.infer_ns, t.output_ns))
             stats = self.metrics.add_model(m.name, m.version, lambda b=batcher: b.depth)
             stats_box.append(stats)
             self._versions.setdefault(m.name, {})[m.version] = ServedModel(m, batcher, stats)
@@ -133,21 +134,46 @@ class DataPlane:
     # -- inference ---------------------------------------------------------
     async def infer(self, served: ServedModel, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
         """Validate, queue for the batcher, encode: the response body and its JSON header length."""
-        t0 = time.perf_counter()
+        t0 = perf_counter_ns()
         stats = served.stats
         try:
             if not served.ready:
                 self.check_model_ready(served)
             request = decode_infer_request(body, header_length, served.io)
-            outputs = await served.batcher.submit(request.inputs, request.batch)
+            times = RequestTimes()
+            submitted = perf_counter_ns()
+            outputs = await served.batcher.submit(request.inputs, request.batch, times)
+            resumed = perf_counter_ns()
             result = encode_infer_response(served.io, request, outputs)
         except BaseException:
             stats.failure += 1
+            stats.failure_ns += perf_counter_ns() - t0
             raise
+        end = perf_counter_ns()
+        batch = times.batch
+        assert batch is not None  # set by the batcher before it resolves the future
         stats.success += 1
         stats.inferences += request.batch
-        stats.latency.observe(time.perf_counter() - t0)
+        stats.success_ns += end - t0
+        stats.queue_ns += batch.start_ns - submitted
+        stats.input_ns += submitted - t0 + batch.input_ns
+        stats.infer_ns += batch.infer_ns
+        stats.output_ns += batch.output_ns + end - resumed
+        stats.last_ns = end
+        stats.latency.observe((end - t0) * 1e-9)
         return result
+
+    def statistics_body(self, name: str | None = None, version: str | None = None) -> bytes:
+        """The statistics extension's document: every model version, every version of ``name``,
+        or one version; an unknown name or version raises ``ModelNotFound``."""
+        if name is None:
+            chosen = self._all
+        elif version is None:
+            self.get(name, None)
+            chosen = list(self._versions[name].values())
+        else:
+            chosen = [self.get(name, version)]
+        return dumps({"model_stats": [s.stats.statistics() for s in chosen]})
 
     def metrics_text(self) -> str:
         return self.metrics.render()

@@ -5,12 +5,17 @@ additions and one ``bisect`` per request) and rendered to text only when
 ``/metrics`` is scraped, so the hot path allocates nothing for them.
 Label sets are bounded: one set per loaded model version and one per status
 code, never a name a client made up.
+
+The same counters, with nanosecond totals per request stage and per executed
+batch size, answer the statistics extension (:meth:`ModelStats.statistics`,
+Triton's ``model_stats`` entry).
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -44,12 +49,22 @@ class Histogram:
 
 
 class ModelStats:
-    """Everything measured for one model version."""
+    """Everything measured for one model version.
 
-    __slots__ = ("labels", "success", "failure", "inferences", "executions",
-                 "latency", "batch_size", "queue_depth")
+    Durations are integer nanoseconds (``perf_counter_ns`` differences). Per successful request:
+    ``queue_ns`` from its submission to the batcher until its run starts; ``input_ns`` decoding
+    plus its run's concatenation; ``infer_ns`` its run; ``output_ns`` its run's split plus
+    encoding. A run's stage times count in full for every request it answered, as Triton counts
+    them. ``batches`` maps an executed batch size to [runs, input ns, infer ns, output ns].
+    """
+
+    __slots__ = ("name", "version", "labels", "success", "failure", "inferences", "executions",
+                 "latency", "batch_size", "queue_depth", "success_ns", "failure_ns", "queue_ns",
+                 "input_ns", "infer_ns", "output_ns", "last_ns", "batches")
 
     def __init__(self, model: str, version: str, queue_depth: Callable[[], int]) -> None:
+        self.name = model
+        self.version = version
         self.labels = f'model="{_escape(model)}",version="{_escape(version)}"'
         self.success = 0
         self.failure = 0
@@ -58,10 +73,49 @@ class ModelStats:
         self.latency = Histogram(LATENCY_BUCKETS_S)
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.queue_depth = queue_depth
+        self.success_ns = 0
+        self.failure_ns = 0
+        self.queue_ns = 0
+        self.input_ns = 0
+        self.infer_ns = 0
+        self.output_ns = 0
+        self.last_ns = 0      # perf_counter_ns of the last successful request's end; 0 for none
+        self.batches: dict[int, list[int]] = {}
 
-    def observe_batch(self, size: int) -> None:
+    def observe_batch(self, size: int, input_ns: int = 0, infer_ns: int = 0, output_ns: int = 0) -> None:
         self.executions += 1
         self.batch_size.observe(size)
+        row = self.batches.get(size)
+        if row is None:
+            self.batches[size] = [1, input_ns, infer_ns, output_ns]
+        else:
+            row[0] += 1
+            row[1] += input_ns
+            row[2] += infer_ns
+            row[3] += output_ns
+
+    def statistics(self) -> dict[str, Any]:
+        """Triton's ``model_stats`` entry for this version (the statistics extension)."""
+        last_ms = 0
+        if self.last_ns:
+            last_ms = (time.time_ns() - (time.perf_counter_ns() - self.last_ns)) // 1_000_000
+        n = self.success
+
+        def d(count: int, ns: int) -> dict[str, int]:
+            return {"count": count, "ns": ns}
+
+        return {
+            "name": self.name, "version": self.version, "last_inference": last_ms,
+            "inference_count": self.inferences, "execution_count": self.executions,
+            "inference_stats": {
+                "success": d(n, self.success_ns), "fail": d(self.failure, self.failure_ns),
+                "queue": d(n, self.queue_ns), "compute_input": d(n, self.input_ns),
+                "compute_infer": d(n, self.infer_ns), "compute_output": d(n, self.output_ns),
+                "cache_hit": d(0, 0), "cache_miss": d(0, 0)},
+            "batch_stats": [{"batch_size": size, "compute_input": d(runs, i), "compute_infer": d(runs, f),
+                             "compute_output": d(runs, o)}
+                            for size, (runs, i, f, o) in sorted(self.batches.items())],
+        }
 
 
 class Metrics:

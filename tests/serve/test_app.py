@@ -15,7 +15,7 @@ import pytest
 
 from edgehal.hierarchy import get_case
 
-from .conftest import http_call, json_infer, mnist_images, run_server
+from .conftest import http_call, json_infer, mnist_images, run_server, serve_in_process
 
 MODEL = "hal_mnist"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -65,6 +65,7 @@ def test_health_and_server_metadata(server, triton):
     assert meta["name"] == "edgehal"
     assert "binary_tensor_data" in meta["extensions"]
     assert "classification" in meta["extensions"]
+    assert "statistics" in meta["extensions"]
 
 
 def test_model_metadata_exposes_shapes_and_head_manifest(server, triton):
@@ -478,3 +479,88 @@ def test_served_zoo_model_equals_the_parity_suites_onnxruntime_predictions(mnist
     for h in heads:
         assert (served[h].argmax(1) == expected[h].argmax(1)).all(), h
         np.testing.assert_allclose(served[h], expected[h], rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# Statistics extension
+
+
+def _stage_ns(entry: dict) -> int:
+    return sum(entry["inference_stats"][k]["ns"] for k in ("queue", "compute_input", "compute_infer",
+                                                             "compute_output"))
+
+
+def test_statistics_extension_counts_requests_batches_and_failures(model_path, tmp_path):
+    """A fresh server, requests sent one at a time (so each runs alone and batch sizes are
+    the requests' own): counts are exact, through tritonclient's own parser."""
+    import shutil
+
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    from edgehal.serve.repository import ModelOptions, discover, load
+
+    # A second model literally named "stats": /v2/models/stats stays the statistics of every model.
+    shutil.copy(model_path, tmp_path / "stats.onnx")
+    models = load(discover([model_path, tmp_path / "stats.onnx"]), ModelOptions(threads=1, max_batch_size=8))
+    with serve_in_process(models) as address:
+        client = httpclient.InferenceServerClient(url=address, network_timeout=30)
+        try:
+            before = client.get_inference_statistics(model_name=MODEL)["model_stats"][0]
+            assert before["inference_count"] == before["execution_count"] == before["last_inference"] == 0
+            assert before["inference_stats"]["success"] == {"count": 0, "ns": 0}
+            assert before["batch_stats"] == []
+            for n in (1, 2, 1, 2, 1):
+                triton_infer(client, images(n), binary=True)
+            for _ in range(2):
+                bad = httpclient.InferInput("input", [1, 1, 28, 28], "FP64")
+                bad.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float64))
+                with pytest.raises(InferenceServerException):
+                    client.infer(MODEL, [bad])
+            x = images(1)
+            inp = httpclient.InferInput("input", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            client.infer("stats", [inp])
+
+            doc = client.get_inference_statistics(model_name=MODEL)
+            assert client.get_inference_statistics(model_name=MODEL, model_version="1") == doc
+            everything = client.get_inference_statistics()
+            named_stats = client.get_inference_statistics(model_name="stats")
+            stats_metadata = client.get_model_metadata("stats", model_version="1")
+        finally:
+            client.close()
+        missing = http_call("GET", f"http://{address}/v2/models/nope/stats")
+        missing_version = http_call("GET", f"http://{address}/v2/models/{MODEL}/versions/7/stats")
+        missing_metadata = http_call("GET", f"http://{address}/v2/models/nope")
+
+    [entry] = doc["model_stats"]
+    assert entry["name"] == MODEL and entry["version"] == "1"
+    assert entry["inference_count"] == 7      # samples: 1 + 2 + 1 + 2 + 1
+    assert entry["execution_count"] == 5      # one run per request, sent one at a time
+    assert entry["last_inference"] > 1_700_000_000_000  # milliseconds since the epoch
+    inference = entry["inference_stats"]
+    assert inference["success"]["count"] == 5 and inference["fail"]["count"] == 2
+    assert inference["fail"]["ns"] > 0
+    for stage in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert inference[stage]["count"] == 5
+        assert inference[stage]["ns"] > 0, stage
+    assert _stage_ns(entry) <= inference["success"]["ns"]
+    batches = {b["batch_size"]: b for b in entry["batch_stats"]}
+    assert sorted(batches) == [1, 2]
+    assert batches[1]["compute_infer"]["count"] == 3 and batches[2]["compute_infer"]["count"] == 2
+    for b in batches.values():
+        for stage in ("compute_input", "compute_infer", "compute_output"):
+            assert b[stage]["count"] == b["compute_infer"]["count"] and b[stage]["ns"] > 0
+    assert sum(b["compute_infer"]["ns"] for b in batches.values()) == inference["compute_infer"]["ns"]
+
+    by_name = {e["name"]: e for e in everything["model_stats"]}
+    assert sorted(by_name) == [MODEL, "stats"]
+    assert by_name[MODEL]["inference_count"] == 7
+    assert [e["name"] for e in named_stats["model_stats"]] == ["stats"]
+    assert by_name["stats"]["inference_count"] == by_name["stats"]["execution_count"] == 1
+    assert named_stats["model_stats"][0]["inference_stats"]["success"]["count"] == 1
+    assert stats_metadata["name"] == "stats"
+
+    assert missing[0] == 404 and missing[1] == missing_metadata[1]
+    assert json.loads(missing[1])["error"].startswith("model 'nope' | is not served here.")
+    assert missing_version[0] == 404 and "version '7'" in json.loads(missing_version[1])["error"]

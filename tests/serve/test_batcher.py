@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from edgehal.serve.batcher import DynamicBatcher
+from edgehal.serve.batcher import BatchTimes, DynamicBatcher, RequestTimes
 from edgehal.serve.protocol import Unavailable
 
 
@@ -194,3 +194,38 @@ def test_requests_of_different_shapes_are_not_concatenated():
     results = asyncio.run(main())
     assert model.batches == [2, 2]
     assert [r["y"].shape[1] for r in results] == [3, 3, 5, 5]
+
+
+def test_requests_sharing_a_run_get_its_times_and_on_batch_sees_each_run():
+    model = Model()
+    runs: list[BatchTimes] = []
+
+    async def main():
+        b = make(model, on_batch=runs.append)
+        b.start()
+        times = [RequestTimes() for _ in range(3)]
+        await asyncio.gather(*[b.submit(feed(i), 1, t) for i, t in enumerate(times)])
+        await b.close()
+        return times
+
+    times = asyncio.run(main())
+    assert model.batches == [3] and len(runs) == 1
+    assert all(t.batch is runs[0] for t in times)
+    run = runs[0]
+    assert run.size == 3 and run.start_ns > 0 and run.infer_ns > 0
+    assert run.input_ns >= 0 and run.output_ns >= 0
+
+
+def test_a_failed_run_leaves_the_request_times_empty():
+    runs: list[BatchTimes] = []
+
+    async def main():
+        b = make(Model(fail=True), on_batch=runs.append)
+        b.start()
+        times = RequestTimes()
+        with pytest.raises(RuntimeError):
+            await b.submit(feed(0), 1, times)
+        await b.close()
+        return times
+
+    assert asyncio.run(main()).batch is None and runs == []
