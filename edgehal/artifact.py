@@ -195,10 +195,6 @@ class Artifact:
         return {"checkpoint": "checkpoint", "onnx": "ONNX model", "engine": "TensorRT engine"}[self.kind] + \
             f" {self.path}"
 
-    @property
-    def has_metadata(self) -> bool:
-        return self.metadata is not None
-
     def require_metadata(self) -> ArtifactMetadata:
         if self.metadata is None:
             raise EdgehalError(self.what, "has no edgehal metadata",

@@ -18,17 +18,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgehal.artifact import artifact_kind, engine_sidecar_path, read_artifact
 from edgehal.bench import jetson
 from edgehal.bench.options import BACKENDS, BenchOptions
 from edgehal.bench.results import ArtifactInfo, BenchReport, BenchResult
 from edgehal.bench.timing import Clock, Stability, measure
-from edgehal.artifact import artifact_kind, engine_sidecar_path, read_artifact
 from edgehal.errors import EdgehalError
 from edgehal.fileio import sha256_file
-from edgehal.runtime.base import Runner, TensorSpec, format_shape
+from edgehal.runtime.base import Runner, format_shape
 from edgehal.runtime.loader import default_backend, open_runner
-
-ARTIFACT_SUFFIXES = tuple(sorted({s for v in BACKENDS.values() for s in v}))
+from edgehal.tensors import TensorSpec
 
 Opener = Callable[..., Runner]
 
@@ -359,5 +358,5 @@ def _bench_case(case: Case, options: BenchOptions, open_: Opener, clock: Clock, 
 
 
 __all__ = [
-    "ARTIFACT_SUFFIXES", "Case", "check_batches", "describe_artifact", "make_feed", "plan", "run_bench",
+    "Case", "check_batches", "describe_artifact", "make_feed", "plan", "run_bench",
 ]

@@ -21,7 +21,7 @@ from edgehal.tensors import TensorSpec
 if TYPE_CHECKING:  # pragma: no cover
     from edgehal.artifact import ArtifactMetadata
 
-__all__ = ["Runner", "TensorSpec", "check_feed", "format_shape"]
+__all__ = ["Runner", "check_feed", "format_shape"]
 
 
 class Runner(ABC):
@@ -118,7 +118,7 @@ class Runner(ABC):
         if check:
             feed = check_feed(feed, self.input_specs(), max_batch=self.max_batch,
                               what=f"runner {self.name}")
-        return self._infer(dict(feed), names)
+        return self._infer(feed if isinstance(feed, dict) else dict(feed), names)
 
     def device_timer(self, feed: Mapping[str, np.ndarray], *,
                      outputs: Sequence[str] | None = None) -> Callable[[], int] | None:

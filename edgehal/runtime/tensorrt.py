@@ -34,8 +34,8 @@ from edgehal.export.tensorrt.provenance import (
     host_info,
 )
 from edgehal.manifest import HeadManifest
-from edgehal.runtime.base import Runner, TensorSpec, check_feed
-from edgehal.tensors import dtype_from_tensorrt
+from edgehal.runtime.base import Runner, check_feed
+from edgehal.tensors import TensorSpec, dtype_from_tensorrt
 
 # --------------------------------------------------------------------------
 # Loading

@@ -11,7 +11,8 @@ import torch
 from edgehal.checkpoint import LoadedCheckpoint, load_checkpoint
 from edgehal.errors import EdgehalError
 from edgehal.manifest import HeadManifest
-from edgehal.runtime.base import Runner, TensorSpec, check_feed
+from edgehal.runtime.base import Runner, check_feed
+from edgehal.tensors import TensorSpec
 
 
 class TorchRunner(Runner):

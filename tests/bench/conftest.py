@@ -20,13 +20,22 @@ from edgehal.runtime.onnxruntime import OnnxRuntimeRunner
 MS = 1_000_000
 
 
+class FakeClock:
+    """A clock the test advances by hand, for the timing code's ``clock`` argument (ns)."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
 def _export(path: Path, aux: str, *, dynamic: bool = True, source: str = "feedbeef") -> Path:
     import onnx
     import torch
 
     from edgehal.artifact import ArtifactMetadata, write_onnx_metadata
-    from edgehal.manifest import Preprocessing
-    from edgehal.manifest import Head, HeadManifest
+    from edgehal.manifest import Head, HeadManifest, Preprocessing
 
     torch.manual_seed(0)
 

@@ -25,9 +25,20 @@ from pathlib import Path
 import pytest
 
 from edgehal.bench import jetson
-from edgehal.bench.jetson import (ClockStatus, JetsonInfo, PowerMode, TegrastatsSampler, detect_jetson,
-                                  jetson_info, parse_jetson_clocks, parse_nvpmodel, parse_tegrastats_line,
-                                  query_clocks, query_power_mode, summarize_power)
+from edgehal.bench.jetson import (
+    ClockStatus,
+    JetsonInfo,
+    PowerMode,
+    TegrastatsSampler,
+    detect_jetson,
+    jetson_info,
+    parse_jetson_clocks,
+    parse_nvpmodel,
+    parse_tegrastats_line,
+    query_clocks,
+    query_power_mode,
+    summarize_power,
+)
 from edgehal.errors import EdgehalError
 
 # ---- tegrastats lines (verbatim) -------------------------------------------------

@@ -6,10 +6,17 @@ import csv
 import json
 import math
 
-
 from edgehal.bench.jetson import PowerSummary
-from edgehal.bench.report import (CSV_COLUMNS, fmt_ms, fmt_rate, format_table, plot_latency,
-                                  plot_throughput, to_json, write_reports)
+from edgehal.bench.report import (
+    CSV_COLUMNS,
+    fmt_ms,
+    fmt_rate,
+    format_table,
+    plot_latency,
+    plot_throughput,
+    to_json,
+    write_reports,
+)
 from edgehal.bench.results import ArtifactInfo, BenchReport, BenchResult
 from edgehal.bench.timing import LatencyStats
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from edgehal.bench.results import ArtifactInfo, BenchReport, BenchResult, comparisons, vs_checkpoint
+from edgehal.bench.results import (
+    ArtifactInfo,
+    BenchReport,
+    BenchResult,
+    comparisons,
+    vs_checkpoint,
+)
 
 
 def test_kept_and_pruned_pair_within_one_checkpoint_only(report, make_result):

@@ -18,11 +18,20 @@ import pytest
 from edgehal.bench.jetson import ClockStatus, JetsonInfo, PowerMode
 from edgehal.bench.options import BACKENDS, BenchOptions
 from edgehal.bench.report import JSON_NAME, format_table, write_reports
-from edgehal.bench.run import check_batches, describe_artifact, make_feed, plan, run_bench
+from edgehal.bench.run import (
+    check_batches,
+    describe_artifact,
+    make_feed,
+    plan,
+    run_bench,
+)
 from edgehal.errors import EdgehalError
-from edgehal.runtime.base import Runner, TensorSpec
+from edgehal.runtime.base import Runner
 from edgehal.runtime.loader import default_backend
 from edgehal.runtime.onnxruntime import OnnxRuntimeRunner
+from edgehal.tensors import TensorSpec
+
+from .conftest import FakeClock
 
 # The ONNX fixtures use torch's TorchScript exporter (dynamo=False), which warns that it is legacy.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -138,14 +147,6 @@ def test_static_batch_is_rejected_before_anything_is_timed(static_onnx, ort_open
 
 
 # ---- the run: a scripted runner on a fake clock -----------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 class ScriptedRunner(Runner):

@@ -15,17 +15,12 @@ import pytest
 
 from edgehal.bench.options import BenchOptions
 from edgehal.bench.timing import LatencyStats, measure, spread
-from edgehal.runtime.base import Runner, TensorSpec
+from edgehal.runtime.base import Runner
+from edgehal.tensors import TensorSpec
+
+from .conftest import FakeClock
 
 MS = 1_000_000  # ns
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 class ScriptedRunner(Runner):
