@@ -88,7 +88,8 @@ class LoadedCheckpoint:
         """
         from edgehal.nets.registry import create_model
 
-        model = create_model(self.model_name, **self.model_kwargs)
+        # initialise=False: the state dict below replaces init-only inputs (a pretrained weights file).
+        model = create_model(self.model_name, initialise=False, **self.model_kwargs)
         differences = self.manifest.differences(model.manifest)
         if differences:
             raise EdgehalError(f"checkpoint {self.path}",

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import aux_head_from_case, get_case
+from edgehal.hierarchy import SuperclassCase, aux_head_from_case, get_case
 from edgehal.manifest import CoarseToFine, Head, HeadManifest
 from edgehal.nets.base import EdgehalModel, InputNormalization
 from edgehal.nets.declared import class_names_for, input_shape_for
@@ -157,24 +157,33 @@ def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[
     sc = get_case(dataset, case, num_classes=len(names))
     if sc.num_classes != len(names):
         raise EdgehalError(f"case {case!r}", f"maps {sc.num_classes} classes", f"{len(names)} classes of {dataset}")
-    own = branch_classes == "group"
-    heads = [Head(name="fine", kind="main", level=0, class_names=names,
-                  description=f"log p(y|x), fine branches combined ({combine})"),
-             aux_head_from_case(sc, name="coarse", feeds_main=True)]
-    for k, group in enumerate(sc.groups):
-        cls = tuple(names[c] for c in group) if own else names
-        # -1: the branch does not apply to samples of other superclasses (it is trained on its own only)
-        pmap = tuple((group.index(c) if own else c) if c in group else -1 for c in range(len(names)))
-        heads.append(Head(name=f"fine_b{k}", kind="aux", level=0, class_names=cls, parent_map=pmap,
-                          feeds_main=True, case=sc.name,
-                          description=f"fine branch of superclass {sc.superclass_names[k]} (logits); "
-                                      "parent_map -1: not scored on other superclasses' samples"))
-    manifest = HeadManifest(model="hdcnn", input_name="input", input_shape=shape, heads=tuple(heads),
-                            dataset=dataset, evaluator="hdcnn",
-                            coarse_to_fine=CoarseToFine(case=sc.name, groups=tuple(tuple(g) for g in sc.groups),
-                                                        branch_classes=branch_classes, combine=combine))
+    manifest = hdcnn_manifest(model="hdcnn", dataset=dataset, case=sc, class_names=names, input_shape=shape,
+                              combine=combine, branch_classes=branch_classes)
     c = shape[0]
     return HDCNN(manifest=manifest, in_channels=c, widths=w, blocks=b, strides=s, branch_stages=branch_stages,
                  groups=sc.groups, num_classes=len(names), branch_classes=branch_classes, combine=combine,
                  coarse_hidden=coarse_hidden, branch_hidden=branch_hidden, mean=tuple(mean or [0.5] * c),
                  std=tuple(std or [0.5] * c), dropout=dropout, branch_weight=branch_weight)
+
+
+def hdcnn_manifest(*, model: str, dataset: str, case: SuperclassCase, class_names: Sequence[str],
+                   input_shape: Sequence[int], combine: str, branch_classes: str) -> HeadManifest:
+    """The heads of an HD-CNN: main ``fine``, aux ``coarse`` (the superclasses of ``case``) and
+    one ``fine_b<k>`` per superclass, with the coarse-to-fine groups its evaluator reads."""
+    names = tuple(class_names)
+    own = branch_classes == "group"
+    heads = [Head(name="fine", kind="main", level=0, class_names=names,
+                  description=f"log p(y|x), fine branches combined ({combine})"),
+             aux_head_from_case(case, name="coarse", feeds_main=True)]
+    for k, group in enumerate(case.groups):
+        cls = tuple(names[c] for c in group) if own else names
+        # -1: the branch does not apply to samples of other superclasses (it is trained on its own only)
+        pmap = tuple((group.index(c) if own else c) if c in group else -1 for c in range(len(names)))
+        heads.append(Head(name=f"fine_b{k}", kind="aux", level=0, class_names=cls, parent_map=pmap,
+                          feeds_main=True, case=case.name,
+                          description=f"fine branch of superclass {case.superclass_names[k]} (logits); "
+                                      "parent_map -1: not scored on other superclasses' samples"))
+    return HeadManifest(model=model, input_name="input", input_shape=tuple(input_shape), heads=tuple(heads),
+                        dataset=dataset, evaluator="hdcnn",
+                        coarse_to_fine=CoarseToFine(case=case.name, groups=tuple(tuple(g) for g in case.groups),
+                                                    branch_classes=branch_classes, combine=combine))

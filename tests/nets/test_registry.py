@@ -7,7 +7,8 @@ from edgehal.nets.registry import MODELS, create_model, get_builder, list_models
 
 
 def test_lists_every_architecture_and_rejects_unknown_names_and_options():
-    assert list_models() == ["hal_resnet", "hdcnn", "hier_localization", "recurrent_localization", "rnn_classifier"]
+    assert list_models() == ["hal_resnet", "hdcnn", "hier_localization", "recurrent_localization", "rnn_classifier",
+                             "tv_hal", "tv_hdcnn"]
     with pytest.raises(EdgehalError, match=r"model 'resnet9000' \| is not a known model.*hal_resnet"):
         create_model("resnet9000")
     with pytest.raises(EdgehalError, match="unknown option 'depth'.*widths"):
