@@ -12,7 +12,8 @@ CFG = REPO / "models" / "configs" / "mnist_hal_case1.yaml"
 
 # The evaluator each architecture's manifest must name.
 EVALUATOR_OF = {"hal_resnet": "classification", "rnn_classifier": "classification", "hdcnn": "hdcnn",
-                "hier_localization": "localization", "recurrent_localization": "localization"}
+                "hier_localization": "localization", "recurrent_localization": "localization",
+                "tv_hal": "classification", "tv_hdcnn": "hdcnn"}
 # Statistics a data set fits when it is read; they set buffers, never heads, so any value builds the manifest.
 FITTED_PLACEHOLDERS = {"coord_mean": [0.0, 0.0], "coord_scale": 1.0}
 
@@ -59,11 +60,11 @@ def test_every_shipped_config_loads_and_builds():
         assert main.kind == "main" and main.task == "classification", what
         assert main.class_names == info.class_names and main.num_outputs == len(info.class_names), what
         dataset = cfg.model.get("dataset", cfg.data.dataset)
-        if name in ("hal_resnet", "rnn_classifier"):
+        if name in ("hal_resnet", "rnn_classifier", "tv_hal"):
             assert [(h.case, h.feeds_main) for h in man.aux_heads] == _aux_cases(cfg), what
             for head, (case, _) in zip(man.aux_heads, _aux_cases(cfg)):
                 assert head.parent_map == get_case(dataset, case).mapping, what
-        elif name == "hdcnn":
+        elif name in ("hdcnn", "tv_hdcnn"):
             case = get_case(dataset, cfg.model["case"])
             assert man.head("coarse").parent_map == case.mapping and man.coarse_to_fine.case == case.name, what
             assert [h.name for h in man.aux_heads] == ["coarse"] + [f"fine_b{k}" for k in range(len(case.groups))]
