@@ -128,7 +128,7 @@ def validate_groups(groups: Any, *, num_classes: int, what: str,
     names back in an error).
     """
     def cls(c: int) -> str:
-        return repr(class_names[c]) if class_names is not None and 0 <= c < len(class_names) else str(c)
+        return f"{c} ({class_names[c]!r})" if class_names is not None and 0 <= c < len(class_names) else str(c)
 
     def sup(k: int) -> str:
         return repr(superclass_names[k]) if superclass_names is not None else str(k)
@@ -182,6 +182,12 @@ def _by_name(groups: Any) -> bool:
     except (TypeError, ValueError):
         return True
     return False
+
+
+def _names_classes(groups: Any) -> bool:
+    """Whether any group of a mapping file lists a class by name."""
+    listed = groups.values() if isinstance(groups, Mapping) else groups if isinstance(groups, (list, tuple)) else ()
+    return any(isinstance(m, str) for g in listed if isinstance(g, (list, tuple)) for m in g)
 
 
 def _class_index(member: Any, *, superclass: str, class_names: Sequence[str] | None, what: str) -> Any:
@@ -271,7 +277,9 @@ def load_case_file(path: str | Path, *, num_classes: int | None = None,
         groups = {k: members(k, g) for k, g in groups.items()}
     elif isinstance(groups, (list, tuple)):
         groups = [members(k, g) for k, g in enumerate(groups)]
-    groups = validate_groups(groups, num_classes=num_classes, what=what, class_names=class_names,
+    # A file that names classes reads its own terms back in an error; an index file keeps to indices.
+    groups = validate_groups(groups, num_classes=num_classes, what=what,
+                             class_names=class_names if _names_classes(raw["groups"]) else None,
                              superclass_names=labels)
     if names is not None and (not isinstance(names, list) or len(names) != len(groups)):
         raise EdgehalError(what, f"'names' has {len(names) if isinstance(names, list) else '?'} entries",

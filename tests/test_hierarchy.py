@@ -135,8 +135,8 @@ def test_a_name_that_is_not_a_class_lists_close_matches_and_the_classes(tmp_path
 
 
 @pytest.mark.parametrize("groups,match", [
-    ("{even: [zero, two], odd: [one]}", r"class 'three' is missing"),
-    ("{even: [zero, two], odd: [one, two, three]}", r"class 'two' is repeated \(superclasses 'even' and 'odd'\)"),
+    ("{even: [zero], odd: [one]}", r"class 2 \('two'\) is missing \(and 3 \('three'\)\)"),
+    ("{even: [zero, two], odd: [one, two, three]}", r"class 2 \('two'\) is repeated \(superclasses 'even' and 'odd'\)"),
     ("{even: [zero, two, one], odd: []}", r"superclass 'odd' is empty"),
     ("{even: [zero, two], odd: [one, 7]}", r"class 7 in superclass 'odd' is out of range"),
     ("{even: [zero, two], odd: [one, yes]}", r"class True in superclass 'odd' is not a class name. Note: quote"),
