@@ -197,15 +197,16 @@ def _class_index(member: Any, *, superclass: str, class_names: Sequence[str] | N
     is ambiguous and refused; anything else that is not a string is handed to
     ``validate_groups``, which names it.
     """
-    if isinstance(member, bool) or member is None:
+    if (isinstance(member, bool) or member is None) and class_names is not None:
         raise EdgehalError(what, f"class {member!r} in superclass {superclass!r} is not a class name",
                            "quote names YAML reads as booleans or null (yes, no, on, off, true, false, null)")
-    if isinstance(member, int):
-        if class_names is not None and str(member) in class_names and class_names.index(str(member)) != member:
-            raise EdgehalError(what, f"class {member} in superclass {superclass!r} is both the index of class "
-                               f"{class_names[member] if 0 <= member < len(class_names) else '(none)'!r} and the "
-                               f"name of class {class_names.index(str(member))}",
-                               f"quote it ('{member}') to mean the class named {member}")
+    if isinstance(member, int) and not isinstance(member, bool):
+        named = class_names.index(str(member)) if class_names is not None and str(member) in class_names else None
+        if named is not None and named != member:
+            as_index = (f"the index of class {class_names[member]!r}" if 0 <= member < len(class_names)
+                        else "out of range as an index")
+            raise EdgehalError(what, f"class {member} in superclass {superclass!r} is both {as_index} and the "
+                               f"name of class {named}", f"quote it ('{member}') to mean the class named {member}")
         return member
     if not isinstance(member, str):
         return member

@@ -166,3 +166,10 @@ def test_superclass_names_given_twice_are_refused(tmp_path):
     p = write(tmp_path, "groups: {even: [zero, two], odd: [one, three]}\nnames: [a, b]\n")
     with pytest.raises(EdgehalError, match=r"names its superclasses twice"):
         get_case("image_folder", str(p), class_names=NUMBERS)
+
+
+def test_a_number_out_of_range_that_names_a_class_is_still_refused(tmp_path):
+    p = write(tmp_path, "groups: {low: ['1', '2'], high: [3]}\n")
+    with pytest.raises(EdgehalError, match=r"class 3 in superclass 'high' is both out of range as an index and the "
+                                           r"name of class 2"):
+        get_case("image_folder", str(p), class_names=("1", "2", "3"))
