@@ -195,8 +195,9 @@ def _spread(n: int, limit: int | None) -> list[int]:
     return [i * n // limit for i in range(limit)]
 
 
-def _read(samples: Sequence[tuple[str, int]], transform: ImageTransform, *, desc: str) -> tuple[torch.Tensor,
-                                                                                             torch.Tensor]:
+def _read(samples: Sequence[tuple[str, int]], transform: ImageTransform, *,
+          desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images as one uint8 [N, C, H, W] tensor and their labels, with a progress bar on a terminal."""
     from tqdm.auto import tqdm
 
     # Filled in place: a stacked list would hold every image twice at the peak.
