@@ -141,7 +141,8 @@ def superclass_case(head: str, groups: Mapping[str, Sequence[str]], *,
     missing = [c for c in class_names if c not in seen]
     if missing:
         raise EdgehalError(what, f"leaves out the classes {missing}", "each class in exactly one superclass")
-    checked = validate_groups(indices, num_classes=len(class_names), what=what)
+    checked = validate_groups(indices, num_classes=len(class_names), what=what, class_names=class_names,
+                              superclass_names=[str(s) for s in groups])
     return SuperclassCase(name=head, semantics="custom", groups=checked,
                           superclass_names=tuple(str(s) for s in groups))
 

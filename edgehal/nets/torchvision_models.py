@@ -142,7 +142,7 @@ def tv_hdcnn(*, backbone: str = "mobilenet_v3_small", weights: str | None = None
         raise EdgehalError("model.branch_classes", f"is {branch_classes!r}", "all or group")
     shape = input_shape_for(dataset=dataset, input_shape=input_shape)
     names = class_names_for(dataset=dataset, class_names=class_names)
-    sc = get_case(dataset, case, num_classes=len(names))
+    sc = get_case(dataset, case, num_classes=len(names), class_names=names)
     if sc.num_classes != len(names):
         raise EdgehalError(f"case {case!r}", f"maps {sc.num_classes} classes", f"{len(names)} classes of {dataset}")
     manifest = replace(hdcnn_manifest(model="tv_hdcnn", dataset=dataset, case=sc, class_names=names,

@@ -102,3 +102,13 @@ def test_weights_initialise_the_model_but_a_rebuild_from_a_checkpoint_does_not_r
     assert [o.name for o in graph.output] == ["logits"]
     assert any(node.op_type == "Expand" for node in graph.node)  # the 1-channel input is repeated in the graph
     assert list(graph.input[0].type.tensor_type.shape.dim)[1].dim_value == 1
+
+
+def test_superclass_mappings_may_name_the_classes_of_a_users_data(tmp_path):
+    mapping = tmp_path / "kind.yaml"
+    mapping.write_text("name: kind\ngroups: {animal: [cat, dog], vehicle: [car, bus, van]}\n")
+    own = dict(dataset="image_folder", class_names=["bus", "car", "cat", "dog", "van"], input_shape=[3, 32, 32])
+    hal = create_model("tv_hal", backbone="mobilenet_v3_small", aux=[str(mapping)], **own)
+    assert hal.manifest.head("aux_kind").parent_map == (1, 1, 0, 0, 1)
+    hd = create_model("tv_hdcnn", backbone="mobilenet_v3_small", case=str(mapping), **own)
+    assert hd.manifest.coarse_to_fine.groups == ((2, 3), (1, 0, 4))
