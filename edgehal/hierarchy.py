@@ -41,6 +41,11 @@ class SuperclassCase:
     def num_classes(self) -> int:
         return sum(len(g) for g in self.groups)
 
+    def to_mapping(self) -> dict[str, Any]:
+        """This case as a mapping file's contents (class indices), which :func:`get_case` reads back."""
+        return {"name": self.name, "semantics": self.semantics, "groups": [list(g) for g in self.groups],
+                "names": list(self.superclass_names)}
+
     @property
     def mapping(self) -> tuple[int, ...]:
         out = [0] * self.num_classes
@@ -87,17 +92,25 @@ SUPERCLASS_CASES: dict[str, dict[str, SuperclassCase]] = {
 }
 
 
-def get_case(dataset: str, case: str, *, num_classes: int | None = None,
+def get_case(dataset: str, case: str | Mapping[str, Any], *, num_classes: int | None = None,
              class_names: Sequence[str] | None = None) -> SuperclassCase:
-    """Return a published superclass case, or a custom one from a YAML/JSON file.
+    """Return a published superclass case, or a custom one from a YAML/JSON file or inline mapping.
 
-    ``case`` is a case name (``case1``..``case4``) or a path to a mapping file.
+    ``case`` is a case name (``case1``..``case4``), a path to a mapping file, or
+    a mapping file's contents (what :meth:`SuperclassCase.to_mapping` writes, so a
+    checkpoint carries its custom cases and never needs the file again).
     ``num_classes`` is how many main classes a mapping file must partition;
     ``class_names`` (in label order) lets the file name classes by name, and
     gives the count when ``num_classes`` is not given. Without either, the
     count is that of ``dataset``'s published cases.
     """
-    if case.endswith((".yaml", ".yml", ".json")) or "/" in case:
+    if isinstance(case, Mapping):
+        if num_classes is None and class_names is None:
+            raise EdgehalError("inline superclass mapping", "has no class count to check",
+                               "the class names (class_names) or number of main classes (num_classes)")
+        return case_from_mapping(case, num_classes=num_classes, class_names=class_names,
+                                 what=f"superclass mapping {case.get('name', '(inline)')!r}", default_name="custom")
+    if is_case_file(case):
         if num_classes is None and class_names is None:
             published = SUPERCLASS_CASES.get(dataset)
             if not published:
@@ -116,6 +129,11 @@ def get_case(dataset: str, case: str, *, num_classes: int | None = None,
             f"case {case!r}", f"is not a superclass case of {dataset}",
             f"one of {sorted(cases)}, or a path to a YAML/JSON mapping file")
     return cases[case]
+
+
+def is_case_file(case: Any) -> bool:
+    """Whether ``case`` names a mapping file rather than a published case."""
+    return isinstance(case, str) and (case.endswith((".yaml", ".yml", ".json")) or "/" in case)
 
 
 def validate_groups(groups: Any, *, num_classes: int, what: str,
@@ -236,6 +254,18 @@ def load_case_file(path: str | Path, *, num_classes: int | None = None,
 
     p = Path(path)
     what = f"superclass mapping {p}"
+    if not p.is_file():
+        raise EdgehalError(what, "file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise EdgehalError(what, f"is not valid YAML/JSON ({exc.__class__.__name__})") from None
+    return case_from_mapping(raw, num_classes=num_classes, class_names=class_names, what=what, default_name=p.stem)
+
+
+def case_from_mapping(raw: Any, *, num_classes: int | None = None, class_names: Sequence[str] | None = None,
+                      what: str = "superclass mapping", default_name: str = "custom") -> SuperclassCase:
+    """A custom case from a mapping file's contents (the forms :func:`load_case_file` describes)."""
     if class_names is not None:
         class_names = tuple(str(c) for c in class_names)
         if num_classes is not None and num_classes != len(class_names):
@@ -244,12 +274,6 @@ def load_case_file(path: str | Path, *, num_classes: int | None = None,
         num_classes = len(class_names)
     if num_classes is None:
         raise EdgehalError(what, "has no class count to check", "num_classes or class_names")
-    if not p.is_file():
-        raise EdgehalError(what, "file not found")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise EdgehalError(what, f"is not valid YAML/JSON ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict) or "groups" not in raw:
         raise EdgehalError(what, "has no 'groups' key", "{name: ..., groups: {0: [classes], 1: [...]}} "
                            "or {name: ..., groups: {superclass: [class names], ...}}")
@@ -285,7 +309,7 @@ def load_case_file(path: str | Path, *, num_classes: int | None = None,
     if names is not None and (not isinstance(names, list) or len(names) != len(groups)):
         raise EdgehalError(what, f"'names' has {len(names) if isinstance(names, list) else '?'} entries",
                            f"{len(groups)} names, one per superclass")
-    return _case(str(raw.get("name", p.stem)), str(raw.get("semantics", "custom")), groups, names)
+    return _case(str(raw.get("name", default_name)), str(raw.get("semantics", "custom")), groups, names)
 
 
 def aux_head_from_case(case: SuperclassCase, *, name: str | None = None,

@@ -97,18 +97,44 @@ def model_kwargs_for(cfg: Config, data: DataBundle) -> dict[str, Any]:
     for key, value in {**supplied, **data.model_kwargs}.items():
         if key in params and key not in kwargs:
             kwargs[key] = value
-    return kwargs
+    return embed_case_files(kwargs)
 
 
-def build_model_from_config(cfg: Config, data: DataBundle) -> tuple[nn.Module, dict[str, Any]]:
+def embed_case_files(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with every superclass mapping file (``case``, ``aux[].case``) replaced by its contents.
+
+    The arguments are what a checkpoint stores to rebuild its model; with the
+    mapping inside, the checkpoint rebuilds on another machine or from another
+    directory, where the file is not.
+    """
+    from edgehal.hierarchy import get_case, is_case_file
+
+    def embed(case: Any) -> Any:
+        if not is_case_file(case):
+            return case
+        return get_case(kwargs.get("dataset", ""), case, class_names=kwargs.get("class_names")).to_mapping()
+
+    out = dict(kwargs)
+    if "case" in out:
+        out["case"] = embed(out["case"])
+    if out.get("aux"):
+        out["aux"] = [{**({"case": a} if isinstance(a, str) else dict(a)),
+                       "case": embed(a if isinstance(a, str) else a.get("case"))} for a in out["aux"]]
+    return out
+
+
+def build_model_from_config(cfg: Config, data: DataBundle, *,
+                            initialise: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """The model ``cfg`` names, built for ``data``, and the builder arguments it was built with.
 
     The arguments are what a checkpoint stores so that
     :meth:`edgehal.checkpoint.LoadedCheckpoint.build_model` rebuilds the same
-    architecture without the data.
+    architecture without the data. ``initialise=False`` leaves out init-only
+    arguments (a pretrained weights file) for a model about to load a state
+    dict, such as a resumed run.
     """
     kwargs = model_kwargs_for(cfg, data)
-    return create_model(cfg.model["name"], **kwargs), kwargs
+    return create_model(cfg.model["name"], initialise=initialise, **kwargs), kwargs
 
 
 # -- running a model over a split ------------------------------------------------

@@ -163,7 +163,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed + dist_info.rank)
     data = load_data(cfg)
-    model, kwargs = build_model_from_config(cfg, data)
+    # A resumed run loads its weights from the checkpoint: a pretrained file it started from is not read again.
+    model, kwargs = build_model_from_config(cfg, data, initialise=not resume)
     model = model.to(device)
     manifest = model.manifest
     optimizer = _optimizer(cfg, model)

@@ -173,3 +173,15 @@ def test_a_number_out_of_range_that_names_a_class_is_still_refused(tmp_path):
     with pytest.raises(EdgehalError, match=r"class 3 in superclass 'high' is both out of range as an index and the "
                                            r"name of class 2"):
         get_case("image_folder", str(p), class_names=("1", "2", "3"))
+
+
+def test_an_inline_mapping_reads_back_what_to_mapping_writes():
+    from edgehal.hierarchy import get_case
+
+    case = get_case("mnist", "case4")
+    again = get_case("image_folder", case.to_mapping(), num_classes=10)
+    assert again == case
+    with pytest.raises(EdgehalError, match="class 9 is missing"):
+        get_case("image_folder", {"name": "x", "groups": [[0, 1, 2, 3, 4], [5, 6, 7, 8]]}, num_classes=10)
+    with pytest.raises(EdgehalError, match="no class count"):
+        get_case("image_folder", case.to_mapping())

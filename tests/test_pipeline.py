@@ -193,6 +193,32 @@ def test_hdcnn_on_an_image_folder_takes_a_mapping_by_name(tree_run):
     assert model.manifest.coarse_to_fine.groups == ((3, 2), (0, 1))
 
 
+def test_a_checkpoint_carries_its_mapping_file_and_rebuilds_without_it(tree_run, tmp_path):
+    import shutil
+
+    ckpt = load_checkpoint(tree_run["checkpoint"])
+    stored = ckpt.model_kwargs["aux"][0]["case"]
+    assert stored == {"name": "parity", "semantics": "custom", "groups": [[3, 2], [0, 1]], "names": ["even", "odd"]}
+    # the file gone (another machine, another directory): the model still rebuilds, with the same heads
+    moved = tmp_path / "moved.yaml"
+    shutil.move(tree_run["mapping"], moved)
+    try:
+        assert ckpt.build_model().manifest.head("aux_parity").parent_map == (1, 1, 0, 0)
+    finally:
+        shutil.move(moved, tree_run["mapping"])
+
+
+def test_embedded_mappings_cover_hdcnn_cases_and_leave_published_cases_alone(tree_run):
+    from edgehal.pipeline import embed_case_files
+
+    names = ["one", "three", "two", "zero"]
+    out = embed_case_files({"class_names": names, "dataset": "image_folder", "case": str(tree_run["mapping"]),
+                            "aux": ["case1", {"case": str(tree_run["mapping"]), "feeds_main": False}]})
+    assert out["case"]["groups"] == [[3, 2], [0, 1]]
+    assert out["aux"][0] == {"case": "case1"}
+    assert out["aux"][1] == {"case": out["case"], "feeds_main": False}
+
+
 def test_a_broken_tree_fails_before_anything_is_written(tmp_path):
     tree = write_png_tree(tmp_path / "tree", per_class=2)
     (tree / "train" / "two" / "1.png").write_bytes(b"\x89PNG broken")

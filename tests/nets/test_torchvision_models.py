@@ -90,6 +90,10 @@ def test_weights_initialise_the_model_but_a_rebuild_from_a_checkpoint_does_not_r
         create_model("tv_hal", backbone="mobilenet_v3_small", weights=str(weights), aux=["case1"])
     rebuilt = load_checkpoint(checkpoint).build_model()  # the state dict replaces the file
     assert rebuilt.manifest.model == "tv_hal"
+    # so does a resumed run: one more epoch from the checkpoint, without the file
+    resumed = train(load_config(config, ["epochs=2", f"output_dir={tmp_path / 'resumed'}"]), resume=checkpoint,
+                    log=lambda _: None, progress=False)
+    assert load_checkpoint(resumed).payload["training"]["epoch"] == 2
 
     options = dict(check_samples=32)
     kept = export_onnx(checkpoint, tmp_path / "keep.onnx", options=ExportOptions(aux="keep", **options),
