@@ -146,4 +146,6 @@ def test_cli_corrupt_onnx_and_non_edgehal_checkpoint(tmp_path, digits_checkpoint
     torch.save({"weights": torch.zeros(2)}, foreign)
     r = subprocess.run([sys.executable, "-m", "edgehal.cli", "export", str(foreign), "-o", str(tmp_path / "o.onnx")],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "is not an edgehal checkpoint" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "is a state dict of 1 tensor (weights), not an edgehal checkpoint" in r.stderr
+    assert "holds weights but no architecture" in r.stderr
