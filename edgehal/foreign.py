@@ -217,7 +217,9 @@ def load_module(path: str | Path, *, trust_pickle: bool = False,
     if tf.kind == "edgehal-checkpoint":
         return load_checkpoint(p).build_model()
     if tf.kind == "torchscript":
-        return torch.jit.load(str(p), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice: the file is what it is
+            return torch.jit.load(str(p), map_location="cpu").eval()
     if tf.kind == "exported-program":
         # The program is fixed in the mode it was exported in; its module refuses eval().
         return torch.export.load(str(p)).module()

@@ -131,3 +131,12 @@ def test_read_head_manifest_takes_what_to_dict_writes(tmp_path, digits_checkpoin
     path = tmp_path / "heads.json"
     path.write_text(json.dumps(manifest.to_dict()))
     assert read_head_manifest(path) == (manifest, None)
+
+
+def test_a_foreign_file_read_as_an_artifact_says_what_it_is(foreign_files):
+    from edgehal.artifact import read_artifact
+
+    with pytest.raises(EdgehalError, match=r"is a torch\.export program, not an edgehal artifact\. Note: export it"):
+        read_artifact(foreign_files["program.pt2"])
+    with pytest.raises(EdgehalError, match=r"is a TorchScript archive \(torch\.jit\.save\), not an edgehal checkpoint"):
+        read_artifact(foreign_files["scripted.pt"])
