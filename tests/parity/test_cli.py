@@ -80,15 +80,21 @@ def test_strict_fails_an_export_of_another_checkpoint(digits_checkpoint, digits_
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "error: parity | was given no CHECKPOINT. Note: CHECKPOINT ARTIFACT..., CHECKPOINT --save-run DIR, "
-         "or --reference DIR ARTIFACT..."),
+    ([], "error: parity | was given no CHECKPOINT or REFERENCE. Note: CHECKPOINT ARTIFACT..., CHECKPOINT --save-run "
+         "DIR, --reference DIR ARTIFACT..., or REFERENCE ARTIFACT... --data FOLDER"),
     (["ckpt.pt"], "error: parity | was given no ARTIFACT to compare"),
     (["--reference", "ref"], "error: parity --reference | was given no ARTIFACT"),
     (["--reference", "ref", "--save-run", "x", "a.onnx"], "error: --save-run | cannot be combined with --reference"),
     (["--reference", "ref", "--data-dir", "d", "a.onnx"], "error: --data-dir | cannot be combined with --reference"),
+    (["--reference", "ref", "--data", "d", "a.onnx"], "error: --data | cannot be combined with --reference"),
     (["--reference", "nowhere", "a.onnx"], "error: saved run nowhere | does not exist"),
-    (["a.onnx", "b.onnx"], "error: checkpoint a.onnx | is an onnx file. Note: a PyTorch checkpoint (.pt) as the "
-                           "reference, or --reference DIR"),
+    (["a.onnx", "b.onnx"], "error: reference a.onnx | is an ONNX file given without data to run it on. Note: --data "
+                           "FOLDER (an ImageFolder tree or split: class sub-folders of images) or --data inputs.npy"),
+    (["a.plan", "b.onnx"], "error: reference a.plan | is a TensorRT engine given without data to run it on"),
+    (["ckpt.pt", "b.onnx", "--data", "imgs"], "error: --data | is for an ONNX file or engine as the reference, not a "
+                                              "checkpoint. Note: a CHECKPOINT runs on the data set it was trained on"),
+    (["a.onnx", "b.onnx", "--data", "imgs", "--input-size", "28"], "error: --input-size '28' | is not two positive "
+                                                                   "integers. Note: H,W"),
 ])
 def test_usage_errors_exit_1_with_one_line(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
