@@ -29,7 +29,7 @@ class DataConfig:
 
     dataset: str = "mnist"
     root: str | None = None          # Defaults to $EDGEHAL_DATA.
-    val_size: int | None = None      # Defaults to the data set's own default.
+    val_size: int | float | None = None  # A count (a fraction where the data set takes one); else its default.
     download: bool = False
     limit: int | None = None         # Cap on samples per split, for smoke runs.
     verify_checksums: bool = True

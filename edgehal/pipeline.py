@@ -18,7 +18,7 @@ from torch import nn
 
 from edgehal.config import DATA_SUPPLIED_MODEL_ARGS, Config, config_from_dict
 from edgehal.data import DataBundle, Split, build_dataset
-from edgehal.data.base import dataset_parameters
+from edgehal.data.base import dataset_owns_root, dataset_parameters
 from edgehal.errors import EdgehalError
 from edgehal.nets.registry import create_model, model_parameters
 from edgehal.scoring import compute_metrics
@@ -37,31 +37,52 @@ def load_data(cfg: Config) -> DataBundle:
     split is not handed a size it would reject.
     """
     options = dict(cfg.data.options)
+    params = dataset_parameters(cfg.data.dataset)
+    takes = sorted(k for k, p in params.items() if k != "root" and p.kind is p.KEYWORD_ONLY)
+    for key in options:
+        if key not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise EdgehalError(f"data.options.{key}", f"is not an option of data set {cfg.data.dataset!r}",
+                               f"one of {takes}")
     for key in ("val_size", "download", "limit", "verify_checksums"):
         value = getattr(cfg.data, key)
-        if value is not None and key in _builder_params(cfg.data.dataset):
+        if value is not None and key in params:
             options[key] = value
+    # DataConfig admits a fraction for the data sets that take one; the others would fail slicing with it.
+    fraction = options.get("val_size")
+    if isinstance(fraction, float) and "val_size" in params and "float" not in str(params["val_size"].annotation):
+        raise EdgehalError("data.val_size", f"is {fraction}",
+                           f"a count of samples: {cfg.data.dataset} takes no fraction")
     return build_dataset(cfg.data.dataset, root=cfg.data.root, seed=cfg.train.seed, **options)
-
-
-def _builder_params(dataset: str) -> set[str]:
-    return set(dataset_parameters(dataset))
 
 
 def config_of_checkpoint(payload: dict) -> Config:
     return config_from_dict(payload["config"], what="config stored in checkpoint")
 
 
+def checkpoint_config(cfg: Config) -> dict[str, Any]:
+    """``cfg`` as a checkpoint records it: the root of a data set that owns its files (a user's image
+    tree) made absolute, so the checkpoint finds its data from any working directory."""
+    out = cfg.to_dict()
+    if cfg.data.root and dataset_owns_root(cfg.data.dataset):
+        out["data"]["root"] = str(Path(cfg.data.root).expanduser().resolve())
+    return out
+
+
 def data_for_checkpoint(ckpt: LoadedCheckpoint, *, data_root: str | Path | None = None) -> DataBundle:
     """The data set a checkpoint was trained on, with the same split seed.
 
     The data directory is ``data_root``, else ``$EDGEHAL_DATA``, else the one
-    recorded at training time.
+    recorded at training time. A data set that owns its root (a user's image
+    tree) keeps the recorded one unless ``data_root`` is given:
+    ``$EDGEHAL_DATA`` is the shared data directory, not that tree.
     """
     from edgehal.data.base import DATA_ENV
 
     cfg = config_of_checkpoint(ckpt.payload)
-    cfg.data.root = str(data_root) if data_root else (os.environ.get(DATA_ENV) or cfg.data.root)
+    if data_root:
+        cfg.data.root = str(data_root)
+    elif not dataset_owns_root(cfg.data.dataset):
+        cfg.data.root = os.environ.get(DATA_ENV) or cfg.data.root
     return load_data(cfg)
 
 

@@ -23,7 +23,7 @@ from edgehal.checkpoint import load_checkpoint, save_checkpoint
 from edgehal.config import Config
 from edgehal.data import DataBundle
 from edgehal.errors import EdgehalError
-from edgehal.pipeline import build_model_from_config, evaluate, load_data, resolve_device, to_input
+from edgehal.pipeline import build_model_from_config, checkpoint_config, evaluate, load_data, resolve_device, to_input
 
 Log = Callable[[str], None]
 
@@ -267,7 +267,7 @@ def _save(path: Path, cfg: Config, kwargs: dict, model: nn.Module, data: DataBun
           optimizer: torch.optim.Optimizer, epoch: int, history: list, metrics: dict) -> None:
     save_checkpoint(path, {
         "name": cfg.name,
-        "config": cfg.to_dict(),
+        "config": checkpoint_config(cfg),
         "model_name": cfg.model["name"],
         "model_kwargs": kwargs,
         "manifest": model.manifest.to_dict(),

@@ -96,3 +96,119 @@ def test_to_input_keeps_raw_values_as_float32():
     x = torch.tensor([[0, 17, 255]], dtype=torch.uint8)
     y = to_input(x, torch.device("cpu"))
     assert y.dtype == torch.float32 and y.tolist() == [[0.0, 17.0, 255.0]]
+
+
+# -- a user's image tree (the image_folder data set) ------------------------------
+
+NUMBERS = ("zero", "one", "two", "three")
+
+
+def write_png_tree(root: Path, *, per_class: int) -> Path:
+    """train/<class>/<i>.png: grey and colour PNGs of assorted sizes; each class a brightness band so it can be
+    learnt."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(NUMBERS):
+        folder = root / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            h, w = 8 + i % 4, 12 - i % 3
+            pixels = rng.integers(60 * c, 60 * c + 40, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels, "RGB").convert("L" if i % 2 else "RGB").save(folder / f"{i}.png")
+    return root
+
+
+def tree_config(root: str | Path, mapping: Path, out: Path, model: dict | None = None):
+    from edgehal.config import config_from_dict
+
+    return config_from_dict({
+        "name": "tree", "output_dir": str(out),
+        "model": model or {"name": "hal_resnet", "preset": "digits", "widths": [4, 8],
+                           "aux": [{"case": str(mapping), "name": "aux_parity"}]},
+        "data": {"dataset": "image_folder", "root": str(root), "val_size": 0.25,
+                 "options": {"size": 8, "mode": "L"}},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 0.05, "device": "cpu", "threads": 2}})
+
+
+@pytest.fixture(scope="module")
+def tree_run(tmp_path_factory):
+    """A HAL model with a by-name superclass head trained 1 epoch on a 4-class PNG tree, from a relative root."""
+    from edgehal.train import train
+
+    base = tmp_path_factory.mktemp("tree_run")
+    tree = write_png_tree(base / "tree", per_class=8)
+    mapping = base / "parity.yaml"
+    mapping.write_text("name: parity\ngroups:\n  even: [zero, two]\n  odd: [one, three]\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(base)
+        ckpt = train(tree_config("tree", mapping, base / "run"), log=lambda _: None, progress=False)
+    return {"checkpoint": ckpt, "tree": tree, "mapping": mapping, "base": base}
+
+
+def test_an_image_folder_model_trains_with_a_superclass_head_by_name(tree_run, tmp_path):
+    from edgehal.artifact import read_artifact
+    from edgehal.data.image_folder import ImageTransform
+    from edgehal.export.onnx import ExportOptions, export_onnx
+
+    ckpt = load_checkpoint(tree_run["checkpoint"])
+    manifest = ckpt.manifest
+    # labels follow the sorted folder names, as torchvision's ImageFolder has them
+    assert manifest.main.class_names == ("one", "three", "two", "zero") and manifest.input_shape == (1, 8, 8)
+    aux = manifest.head("aux_parity")
+    assert aux.class_names == ("even", "odd") and aux.parent_map == (1, 1, 0, 0) and aux.case == "parity"
+    details = ckpt.preprocessing.details
+    assert details["image_transform"] == ImageTransform(size=8, mode="L").to_dict()
+    assert details["tree"] == str(tree_run["tree"].resolve())
+    assert details["counts"] == {"train": 24, "val": 8, "test": 8}
+    # trained from a relative root: the checkpoint records the tree absolute
+    assert ckpt.payload["config"]["data"]["root"] == str(tree_run["tree"].resolve())
+    assert ckpt.metrics["test"]["aux_parity"]["count"] == 8
+    # the details reach the ONNX metadata through export
+    onnx_path = tmp_path / "m.onnx"
+    export_onnx(tree_run["checkpoint"], onnx_path, options=ExportOptions(check_samples=8), log=lambda _: None)
+    artifact = read_artifact(onnx_path)
+    assert artifact.preprocessing.details["image_transform"] == details["image_transform"]
+    assert artifact.manifest.head("aux_parity").parent_map == (1, 1, 0, 0)
+
+
+def test_an_image_folder_checkpoint_keeps_its_tree_unless_a_root_is_given(tree_run, tmp_path, monkeypatch):
+    ckpt = load_checkpoint(tree_run["checkpoint"])
+    monkeypatch.setenv("EDGEHAL_DATA", str(tmp_path))  # the shared data directory is not the user's tree
+    monkeypatch.chdir(tmp_path)  # nor does the working directory matter
+    data = data_for_checkpoint(ckpt)
+    assert data.details["tree"] == str(tree_run["tree"].resolve()) and len(data.train) == 24
+    other = write_png_tree(tmp_path / "other", per_class=4)
+    given = data_for_checkpoint(ckpt, data_root=other)
+    assert given.details["tree"] == str(other.resolve()) and given.details["counts"]["train"] == 12
+
+
+def test_hdcnn_on_an_image_folder_takes_a_mapping_by_name(tree_run):
+    cfg = tree_config(tree_run["tree"], tree_run["mapping"], tree_run["base"] / "hd",
+                      {"name": "hdcnn", "preset": "digits", "widths": [4, 8], "case": str(tree_run["mapping"])})
+    cfg.data.limit = 8
+    model, kwargs = build_model_from_config(cfg, load_data(cfg))
+    assert kwargs["class_names"] == ["one", "three", "two", "zero"]
+    assert model.manifest.head("coarse").parent_map == (1, 1, 0, 0)
+    assert model.manifest.coarse_to_fine.groups == ((3, 2), (0, 1))
+
+
+def test_a_broken_tree_fails_before_anything_is_written(tmp_path):
+    tree = write_png_tree(tmp_path / "tree", per_class=2)
+    (tree / "train" / "two" / "1.png").write_bytes(b"\x89PNG broken")
+    mapping = tmp_path / "parity.yaml"
+    mapping.write_text("groups: {even: [zero, two], odd: [one, three]}\n")
+    from edgehal.train import train
+
+    with pytest.raises(EdgehalError, match=r"image .*two/1.png \| could not be read"):
+        train(tree_config(tree, mapping, tmp_path / "run"), log=lambda _: None, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_options_and_a_fractional_val_size_are_checked_against_the_data_set():
+    with pytest.raises(EdgehalError, match=r"data.val_size \| is 0.5. Note: a count of samples: digits takes no "
+                                           r"fraction"):
+        load_data(load_config(DIGITS, ["data.val_size=0.5"]))
+    with pytest.raises(EdgehalError, match=r"data.options.sise \| is not an option of data set 'digits'. Note: "
+                                           r"one of \['limit', 'seed', 'test_size', 'val_size'\]"):
+        load_data(load_config(DIGITS, ["data.options={sise: 8}"]))

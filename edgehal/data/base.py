@@ -102,17 +102,29 @@ class DatasetInfo:
 class _Registered:
     builder: Builder
     info: DatasetInfo | None
+    own_root: bool = False
 
 
-DATASETS: Registry[_Registered] = Registry("data set", builtin=("edgehal.data.images", "edgehal.data.ujiindoorloc"))
+DATASETS: Registry[_Registered] = Registry("data set", builtin=("edgehal.data.images", "edgehal.data.ujiindoorloc",
+                                                                "edgehal.data.image_folder"))
 
 
-def register_dataset(name: str, *, info: DatasetInfo | None = None) -> Callable[[Builder], Builder]:
-    """Decorator registering a data set builder and what it declares; a name registered twice is refused."""
+def register_dataset(name: str, *, info: DatasetInfo | None = None,
+                     own_root: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator registering a data set builder and what it declares; a name registered twice is refused.
+
+    ``own_root``: the builder's ``root`` is this data set's own files (a user's
+    image tree), not the shared data directory that ``$EDGEHAL_DATA`` names.
+    """
     def decorator(fn: Builder) -> Builder:
-        DATASETS.add(name, _Registered(fn, info), place=place_of(fn))
+        DATASETS.add(name, _Registered(fn, info, own_root), place=place_of(fn))
         return fn
     return decorator
+
+
+def dataset_owns_root(name: str) -> bool:
+    """Whether data set ``name``'s root is its own files, recorded as trained on (see ``register_dataset``)."""
+    return DATASETS.get(name).own_root
 
 
 def list_datasets() -> list[str]:

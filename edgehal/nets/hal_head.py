@@ -86,7 +86,7 @@ def hal_heads(*, dataset: str, class_names: Sequence[str] | None, aux: Sequence[
     heads = [Head(name="logits", kind="main", level=0, class_names=names, description="class scores (logits)")]
     hidden = []
     for spec in aux_specs(aux):
-        case = get_case(dataset, spec["case"], num_classes=len(names))
+        case = get_case(dataset, spec["case"], num_classes=len(names), class_names=names)
         if case.num_classes != len(names):
             raise EdgehalError(f"case {spec['case']!r}", f"maps {case.num_classes} classes",
                                f"{len(names)} classes of {dataset}")

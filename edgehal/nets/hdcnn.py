@@ -154,7 +154,7 @@ def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[
                            f"0..{len(w) - 1} (the trunk keeps at least one of the {len(w)} stages)")
     shape = input_shape_for(dataset=dataset, input_shape=input_shape)
     names = class_names_for(dataset=dataset, class_names=class_names)
-    sc = get_case(dataset, case, num_classes=len(names))
+    sc = get_case(dataset, case, num_classes=len(names), class_names=names)
     if sc.num_classes != len(names):
         raise EdgehalError(f"case {case!r}", f"maps {sc.num_classes} classes", f"{len(names)} classes of {dataset}")
     own = branch_classes == "group"

@@ -17,11 +17,11 @@ def scratch_registry(monkeypatch):
 
 
 def test_builtin_data_sets_and_their_builders_parameters():
-    assert list_datasets() == ["cifar10", "digits", "mnist", "svhn", "ujiindoorloc"]
+    assert list_datasets() == ["cifar10", "digits", "image_folder", "mnist", "svhn", "ujiindoorloc"]
     assert {"root", "val_size", "seed", "limit", "download"} <= set(dataset_parameters("mnist"))
     assert "undetected_dbm" in dataset_parameters("ujiindoorloc") and "download" not in dataset_parameters("digits")
     with pytest.raises(EdgehalError, match=r"data set 'imagenet' \| is not a known data set. Note: one of "
-                                           r"\['cifar10', 'digits', 'mnist', 'svhn', 'ujiindoorloc'\]"):
+                                           r"\['cifar10', 'digits', 'image_folder', 'mnist', 'svhn', 'ujiindoorloc'\]"):
         dataset_parameters("imagenet")
 
 
