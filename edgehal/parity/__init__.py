@@ -64,7 +64,8 @@ def run_parity(checkpoint: str | Path | None = None, artifacts: Sequence[str | P
     runner on ``data``: an ImageFolder tree (``split`` picks its sub-folder,
     default test) or split (class sub-folders of images, labels from their
     names), or a ``.npy`` of raw inputs with optional ``labels`` (a ``.npy`` of
-    class indices); images are resized as the artifact's metadata records,
+    class indices; ``limit`` reads that many, for a folder evenly spaced
+    over its classes); images are resized as the artifact's metadata records,
     else to its fixed input height and width, else to ``input_size``. Its heads
     come from its edgehal metadata, else from ``manifest`` (a YAML or JSON
     head manifest), else from ``head_map``, whose first head is then the main
@@ -245,7 +246,12 @@ def _artifact_reference(path: str | Path, *, data: str | Path | None, labels: st
         raise EdgehalError("manifest", f"would replace the edgehal metadata of {path}",
                            "no --manifest: the reference's own manifest names its heads")
     known = meta.manifest if meta is not None else given
-    mapping = dict(head_map) if head_map else ({h: h for h in known.head_names} if known is not None else None)
+    # An edgehal export returns its heads by name: --head then maps them for the plain artifacts only,
+    # as with a checkpoint reference. A plain reference returns what --head (or the manifest's names) says.
+    if meta is not None or not head_map:
+        mapping = {h: h for h in known.head_names} if known is not None else None
+    else:
+        mapping = dict(head_map)
     if mapping is None:
         raise EdgehalError(what, "has no edgehal metadata",
                            "name its outputs with --head HEAD=OUTPUT (the first is the main head, a classifier over "
@@ -286,7 +292,7 @@ def _artifact_reference(path: str | Path, *, data: str | Path | None, labels: st
         inputs = folder_inputs(folder, transform=transform, split=split_name, class_names=heads.main.class_names,
                                limit=limit)
     log(f"parity on {inputs.split} split: {len(inputs)} samples; reference {_KINDS[kind]} ({path})")
-    ref_run = run(path, inputs, backend=backend, head_map=mapping if meta is None else head_map,
+    ref_run = run(path, inputs, backend=backend, head_map=mapping if meta is None else None,
                   batch_size=batch_size, progress=Path(path).name)
     widths = {h: out.shape[-1] for h, out in ref_run.outputs.items() if out.ndim >= 2}
     if heads is None:

@@ -119,7 +119,8 @@ def _check_size(given: tuple[int, int] | None, fixed: tuple[int, int], *, source
 def folder_inputs(folder: str | Path, *, transform: "ImageTransform", split: str,
                   class_names: Sequence[str] | None = None, limit: int | None = None) -> RunInputs:
     """The images of a split folder as raw uint8 pixels, labelled by class (``class_names`` order,
-    default the sorted folder names); the first ``limit`` of them (default all)."""
+    default the sorted folder names); ``limit`` of them, evenly spaced so every class keeps its share
+    (default all)."""
     from edgehal.data.image_folder import read_image_folder
 
     data = read_image_folder(folder, class_names=class_names, transform=transform, limit=limit)

@@ -324,7 +324,7 @@ def test_a_manifest_file_names_superclasses_so_the_aux_head_is_scored_too(colour
                    manifest=tmp_path / "heads.yaml", log=quiet)
 
 
-def test_an_edgehal_export_as_the_reference_brings_its_heads_and_classes(digits_exports, tmp_path):
+def test_an_edgehal_export_as_the_reference_brings_its_heads_and_classes(digits_exports, plain_onnx, tmp_path):
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -339,13 +339,17 @@ def test_an_edgehal_export_as_the_reference_brings_its_heads_and_classes(digits_
     assert rep.passed and rep.samples == 60
     logits = rep.artifacts[0].heads[0]
     assert logits.head == "logits" and logits.agreement == 100.0 and logits.reference_error < 30  # chance: 90
+    # --head names the outputs of a plain artifact; the reference keeps returning its heads by name
+    plain = run_parity(reference_artifact=digits_exports["keep"], artifacts=[plain_onnx], data=tmp_path / "digits",
+                       head_map={"logits": "output0"}, log=quiet)
+    assert plain.passed and plain.artifacts[0].heads[0].reference_error == logits.reference_error
     (tmp_path / "digits" / "ten").mkdir()
     with pytest.raises(EdgehalError, match=r"has classes the reference has not: \['ten'\]"):
         run_parity(reference_artifact=digits_exports["keep"], artifacts=[], data=tmp_path / "digits", log=quiet)
 
 
-def test_an_onnx_reference_refuses_what_it_cannot_use(colour_onnx, colour_images, digits_checkpoint, tmp_path):
-    ref = colour_onnx["fp32"]
+def test_an_onnx_reference_refuses_what_it_cannot_use(colour_onnx, colour_images, tmp_path):
+    ref, checkpoint = colour_onnx["fp32"], tmp_path / "model.pt"  # refused before the checkpoint is read
     without_data = f"reference {ref} | is an ONNX file given without data to run it on. Note: --data FOLDER"
     with pytest.raises(EdgehalError, match=re.escape(without_data)):
         run_parity(reference_artifact=ref, artifacts=[colour_onnx["fp16"]], head_map=COLOUR_HEADS, log=quiet)
@@ -359,9 +363,9 @@ def test_an_onnx_reference_refuses_what_it_cannot_use(colour_onnx, colour_images
                    log=quiet)
     # a checkpoint reference runs on its own data set: --data would be a second source of samples
     with pytest.raises(EdgehalError, match=r"^data \| is for an ONNX file or engine as the reference, not a checkpo"):
-        run_parity(digits_checkpoint, [ref], data=colour_images, log=quiet)
+        run_parity(checkpoint, [ref], data=colour_images, log=quiet)
     with pytest.raises(EdgehalError, match="needs one reference: got both a checkpoint and a reference artifact"):
-        run_parity(digits_checkpoint, [ref], reference_artifact=ref, data=colour_images, log=quiet)
+        run_parity(checkpoint, [ref], reference_artifact=ref, data=colour_images, log=quiet)
     with pytest.raises(EdgehalError, match=r"split \| names no split of .*: a .npy is one set of samples"):
         run_parity(reference_artifact=ref, artifacts=[], data=tmp_path / "x.npy", split="test", log=quiet)
     with pytest.raises(EdgehalError, match=r"--input-size 16,16 \| differs from the .*'s input shape \(8,8\)"):
