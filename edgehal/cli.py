@@ -199,9 +199,8 @@ def parity(paths, reference, save_run, strict, split, data_dir, data, labels, ma
     An artifact exported from another checkpoint than the reference is
     reported (its recorded source sha256 differs), and fails with --strict.
     """
-    from edgehal.parity import run_parity, write_reports
-
     from edgehal.artifact import artifact_kind
+    from edgehal.parity import run_parity, write_reports
 
     usage = ("CHECKPOINT ARTIFACT..., CHECKPOINT --save-run DIR, --reference DIR ARTIFACT..., or REFERENCE "
              "ARTIFACT... --data FOLDER")

@@ -62,7 +62,7 @@ def postprocess(run: RunResult, manifest: HeadManifest, *, steps: Mapping[str, S
     predictions = {h.name: chosen.get(h.name, chosen[h.task])(run.outputs[h.name]) for h in heads}
     targets = {h.name: np.asarray(head_target(h, labels)) for h in heads if h.task == "classification" and labels}
     names = [h.name for h in heads]
-    scored = labels and manifest.main.name in names
+    scored = bool(labels) and manifest.main.name in names
     metrics = compute_metrics(manifest.only(names), run.outputs, labels) if scored else {}
     return Postprocessed(manifest=manifest, heads=tuple(names), outputs={n: run.outputs[n] for n in names},
                          predictions=predictions, targets=targets, metrics=metrics, samples=len(run))
