@@ -186,7 +186,7 @@ def quantize(model, output, calib_data, calib_samples, calib_method, per_channel
 
 
 @main.command()
-@click.argument("paths", nargs=-1, metavar="[CHECKPOINT] [ARTIFACT]...", type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, metavar="[CHECKPOINT|REFERENCE] [ARTIFACT]...", type=click.Path(dir_okay=False))
 @click.option("--reference", default=None, type=click.Path(file_okay=False),
               help="A reference run saved with --save-run, instead of CHECKPOINT: every ARTIFACT runs its saved "
                    "inputs; needs neither PyTorch nor the data set. Default: run CHECKPOINT here.")
@@ -198,19 +198,32 @@ def quantize(model, output, calib_data, calib_samples, calib_method, per_channel
                    "Default: a warning.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
               help="Evaluated in full by PyTorch and every artifact. Default: test (with --reference: the saved "
-                   "run's).")
+                   "run's; with --data, a split of its tree).")
 @click.option("--data-dir", default=None, help="Data directory. Default: $EDGEHAL_DATA, else the training one.")
+@click.option("--data", default=None, type=click.Path(),
+              help="Samples for an ONNX or engine REFERENCE: an ImageFolder tree or split (labels from class "
+                   "folder names), or a .npy of raw inputs. Default: none (a CHECKPOINT uses its own data set).")
+@click.option("--labels", default=None, type=click.Path(dir_okay=False),
+              help="With --data inputs.npy: a .npy of class indices, one per input. Default: none (heads compared by "
+                   "agreement and values).")
+@click.option("--manifest", "manifest_file", default=None, type=click.Path(dir_okay=False),
+              help="A head manifest (YAML or JSON) for a REFERENCE without edgehal metadata. Default: the first "
+                   "--head is the main head, the others compared by values only.")
+@click.option("--input-size", default=None, metavar="H,W",
+              help="Image size for a REFERENCE whose input height and width are dynamic. Default: the size its "
+                   "metadata records, else its input shape.")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="[HEAD:]KEY=VALUE",
               help="Override a pass criterion (max_error_diff, min_agreement, max_abs_diff, mcnemar_alpha), "
                    "for all heads or one. Default: per precision, see README.")
 @click.option("--head", "heads", multiple=True, metavar="HEAD=OUTPUT",
-              help="For a plain ONNX file without edgehal metadata: which output is which head. Default: none.")
+              help="For a plain ONNX file or engine without edgehal metadata: which output is which head (for a "
+                   "plain REFERENCE the first is the main head). Default: none.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="Precision of a plain ONNX file. Default: from the artifact's metadata, else fp32.")
 @click.option("--report-dir", default="parity-report", show_default=True, help="Markdown and JSON reports.")
 @click.option("--batch-size", default=500, show_default=True, help="Inference batch size.")
-def parity(paths, reference, save_run, strict, split, data_dir, tolerances, heads, precision, report_dir,
-           batch_size):
+def parity(paths, reference, save_run, strict, split, data_dir, data, labels, manifest_file, input_size, tolerances,
+           heads, precision, report_dir, batch_size):
     """Prove ARTIFACTS make the same mistakes as CHECKPOINT did, per head. Exit 1 on failure.
 
     \b
@@ -218,13 +231,18 @@ def parity(paths, reference, save_run, strict, split, data_dir, tolerances, head
     edgehal parity CHECKPOINT --save-run DIR          only run PyTorch and save the reference
     edgehal parity --reference DIR ARTIFACT...        compare with a saved reference (a target
                                                       with only onnxruntime or TensorRT)
+    edgehal parity REFERENCE ARTIFACT... --data DIR   an ONNX file or engine as the reference, on
+                                                      your images (or --data inputs.npy)
 
     An artifact exported from another checkpoint than the reference is
     reported (its recorded source sha256 differs), and fails with --strict.
     """
+    from edgehal.artifact import artifact_kind
     from edgehal.parity import run_parity, write_reports
 
-    usage = "CHECKPOINT ARTIFACT..., CHECKPOINT --save-run DIR, or --reference DIR ARTIFACT..."
+    usage = ("CHECKPOINT ARTIFACT..., CHECKPOINT --save-run DIR, --reference DIR ARTIFACT..., or REFERENCE "
+             "ARTIFACT... --data FOLDER")
+    reference_artifact = None
     if reference is not None:
         if save_run is not None:
             raise EdgehalError("--save-run", "cannot be combined with --reference",
@@ -232,13 +250,22 @@ def parity(paths, reference, save_run, strict, split, data_dir, tolerances, head
         if data_dir is not None:
             raise EdgehalError("--data-dir", "cannot be combined with --reference",
                                "the saved run carries its inputs and labels")
+        if data is not None:
+            raise EdgehalError("--data", "cannot be combined with --reference",
+                               "the saved run carries its inputs and labels")
         checkpoint, artifacts = None, list(paths)
         if not artifacts:
             raise EdgehalError("parity --reference", "was given no ARTIFACT", usage)
     else:
         if not paths:
-            raise EdgehalError("parity", "was given no CHECKPOINT", usage)
+            raise EdgehalError("parity", "was given no CHECKPOINT or REFERENCE", usage)
         checkpoint, artifacts = paths[0], list(paths[1:])
+        if artifact_kind(checkpoint) != "checkpoint":
+            checkpoint, reference_artifact = None, checkpoint
+        elif data is not None:
+            raise EdgehalError("--data", "is for an ONNX file or engine as the reference, not a checkpoint",
+                               "a CHECKPOINT runs on the data set it was trained on (--split, --data-dir); to "
+                               "check it on your own images, export it and give the ONNX file as REFERENCE")
         if not artifacts and save_run is None:
             raise EdgehalError("parity", "was given no ARTIFACT to compare", usage)
     head_map = {}
@@ -247,8 +274,15 @@ def parity(paths, reference, save_run, strict, split, data_dir, tolerances, head
             raise EdgehalError(f"--head {item!r}", "has no '='", "HEAD=OUTPUT, e.g. logits=output0")
         k, v = item.split("=", 1)
         head_map[k] = v
-    report = run_parity(checkpoint, artifacts, reference=reference, save_run=save_run, strict=strict, split=split,
-                        data_root=data_dir, batch_size=batch_size, tolerances=tolerances,
+    size = None
+    if input_size is not None:
+        parts = input_size.split(",")
+        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise EdgehalError(f"--input-size {input_size!r}", "is not two positive integers", "H,W, e.g. 224,224")
+        size = (int(parts[0]), int(parts[1]))
+    report = run_parity(checkpoint, artifacts, reference=reference, reference_artifact=reference_artifact,
+                        data=data, labels=labels, manifest=manifest_file, input_size=size, save_run=save_run,
+                        strict=strict, split=split, data_root=data_dir, batch_size=batch_size, tolerances=tolerances,
                         head_map=head_map or None, precision=precision, log=click.echo)
     if not artifacts:
         click.echo(f"saved: compare on a target with edgehal parity --reference {save_run} ARTIFACT...")

@@ -14,8 +14,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from edgehal.manifest import HeadManifest
-from edgehal.scoring import compute_metrics, head_target  # the one import of the evaluators
 from edgehal.parity.runs import RunResult
+from edgehal.scoring import compute_metrics, head_target  # the one import of the evaluators
 
 Step = Callable[[np.ndarray], np.ndarray]
 
@@ -60,8 +60,9 @@ def postprocess(run: RunResult, manifest: HeadManifest, *, steps: Mapping[str, S
     heads = [manifest.head(name) for name in manifest.order(list(run.outputs))]
     labels = run.labels
     predictions = {h.name: chosen.get(h.name, chosen[h.task])(run.outputs[h.name]) for h in heads}
-    targets = {h.name: np.asarray(head_target(h, labels)) for h in heads if h.task == "classification"}
+    targets = {h.name: np.asarray(head_target(h, labels)) for h in heads if h.task == "classification" and labels}
     names = [h.name for h in heads]
-    metrics = compute_metrics(manifest.only(names), run.outputs, labels) if manifest.main.name in names else {}
+    scored = bool(labels) and manifest.main.name in names
+    metrics = compute_metrics(manifest.only(names), run.outputs, labels) if scored else {}
     return Postprocessed(manifest=manifest, heads=tuple(names), outputs={n: run.outputs[n] for n in names},
                          predictions=predictions, targets=targets, metrics=metrics, samples=len(run))

@@ -45,8 +45,9 @@ class ArtifactResult:
 
 @dataclass
 class ParityReport:
-    """``checkpoint`` is the reference checkpoint's path (as it was when the reference ran);
-    ``reference`` describes the reference run (where it ran, and the saved run it was read from)."""
+    """``checkpoint`` is the reference's path (as it was when the reference ran): a checkpoint, or the
+    ONNX file or engine a user gave as the reference; ``reference`` describes the reference run (its
+    kind, where it ran, and the saved run it was read from)."""
 
     checkpoint: str
     split: str
@@ -73,12 +74,17 @@ class ParityReport:
 
     def markdown(self) -> str:
         ref = self.reference
+        # A checkpoint reference ran in PyTorch; an ONNX file or engine ran in its own runner.
+        by_checkpoint = ref.get("kind", "checkpoint") == "checkpoint"
+        label = "PyTorch" if by_checkpoint else "reference"
+        source = (f"- checkpoint: `{self.checkpoint}`" if by_checkpoint
+                  else f"- reference: `{self.checkpoint}` ({ref.get('kind')}, {ref.get('runner')})")
         lines = [f"# Parity report: {'PASS' if self.passed else 'FAIL'}", "",
-                 f"- checkpoint: `{self.checkpoint}`", f"- split: {self.split} ({self.samples} samples)"]
+                 source, f"- split: {self.split} ({self.samples} samples)"]
         if ref.get("saved_run"):
             lines.append(f"- reference: saved run `{ref['saved_run']}` ({ref.get('runner')} on {ref.get('device')})")
         lines += [f"- total time: {self.seconds:.1f}s", "",
-                  "| artifact | precision | head | PyTorch error % | artifact error % | diff (pp) | agreement % "
+                  f"| artifact | precision | head | {label} error % | artifact error % | diff (pp) | agreement % "
                   "| max abs diff | mean abs diff | McNemar p | result |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for a in self.artifacts:
@@ -91,7 +97,7 @@ class ParityReport:
         extra = [(Path(a.artifact).name, row) for a in self.artifacts
                  for row in model_level_metrics(self.reference_metrics, a.metrics)]
         if extra:
-            lines += ["", "| artifact | metric | PyTorch | artifact |", "| --- | --- | --- | --- |"]
+            lines += ["", f"| artifact | metric | {label} | artifact |", "| --- | --- | --- | --- |"]
             lines += [f"| `{name}` | {key} | {ref:.6g} | {got:.6g} |" for name, (key, ref, got) in extra]
         remarks = [f"- `{Path(a.artifact).name}`: FAIL: {text}" for a in self.artifacts for text in a.failures]
         remarks += [f"- `{Path(a.artifact).name}`: warning: {text}" for a in self.artifacts for text in a.warnings]

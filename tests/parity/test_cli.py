@@ -80,15 +80,21 @@ def test_strict_fails_an_export_of_another_checkpoint(digits_checkpoint, digits_
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "error: parity | was given no CHECKPOINT. Note: CHECKPOINT ARTIFACT..., CHECKPOINT --save-run DIR, "
-         "or --reference DIR ARTIFACT..."),
+    ([], "error: parity | was given no CHECKPOINT or REFERENCE. Note: CHECKPOINT ARTIFACT..., CHECKPOINT --save-run "
+         "DIR, --reference DIR ARTIFACT..., or REFERENCE ARTIFACT... --data FOLDER"),
     (["ckpt.pt"], "error: parity | was given no ARTIFACT to compare"),
     (["--reference", "ref"], "error: parity --reference | was given no ARTIFACT"),
     (["--reference", "ref", "--save-run", "x", "a.onnx"], "error: --save-run | cannot be combined with --reference"),
     (["--reference", "ref", "--data-dir", "d", "a.onnx"], "error: --data-dir | cannot be combined with --reference"),
+    (["--reference", "ref", "--data", "d", "a.onnx"], "error: --data | cannot be combined with --reference"),
     (["--reference", "nowhere", "a.onnx"], "error: saved run nowhere | does not exist"),
-    (["a.onnx", "b.onnx"], "error: checkpoint a.onnx | is an onnx file. Note: a PyTorch checkpoint (.pt) as the "
-                           "reference, or --reference DIR"),
+    (["a.onnx", "b.onnx"], "error: reference a.onnx | is an ONNX file given without data to run it on. Note: --data "
+                           "FOLDER (an ImageFolder tree or split: class sub-folders of images) or --data inputs.npy"),
+    (["a.plan", "b.onnx"], "error: reference a.plan | is a TensorRT engine given without data to run it on"),
+    (["ckpt.pt", "b.onnx", "--data", "imgs"], "error: --data | is for an ONNX file or engine as the reference, not a "
+                                              "checkpoint. Note: a CHECKPOINT runs on the data set it was trained on"),
+    (["a.onnx", "b.onnx", "--data", "imgs", "--input-size", "28"], "error: --input-size '28' | is not two positive "
+                                                                   "integers. Note: H,W"),
 ])
 def test_usage_errors_exit_1_with_one_line(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -119,3 +125,51 @@ def test_damaged_model_fails_with_exit_code_1(mnist_checkpoint, mnist_exports, t
     r = edgehal("parity", str(mnist_checkpoint), str(damaged), "--report-dir", str(tmp_path / "rep"))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL" in r.stdout and (tmp_path / "rep" / "parity.json").is_file()
+
+
+# ---- an ONNX file as the reference, on a user's images ----------------------------------------------------
+
+COLOUR_HEADS = ["--head", "colour=scores", "--head", "superclass=super"]
+
+
+def test_an_onnx_reference_on_an_image_folder_passes_fp16_and_fails_a_broken_copy(colour_onnx, colour_images,
+                                                                                  tmp_path):
+    args = ["parity", str(colour_onnx["fp32"]), str(colour_onnx["fp16"]), "--data", str(colour_images),
+            *COLOUR_HEADS, "--precision", "fp16", "--report-dir", str(tmp_path / "rep")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert f"parity on test split: 48 samples; reference an ONNX file ({colour_onnx['fp32']})" in res.output
+    assert "  colour: error " in res.output and "(reference " in res.output and "  superclass: max|diff| " in res.output
+    assert "PASS: reports" in res.output
+    doc = json.loads((tmp_path / "rep" / "parity.json").read_text())
+    assert doc["passed"] and doc["reference"]["kind"] == "onnx" and doc["checkpoint"] == str(colour_onnx["fp32"])
+    broken = CliRunner().invoke(main, [*args, str(colour_onnx["broken"])])
+    assert broken.exit_code == 1 and f"FAIL {colour_onnx['broken']}" in broken.output
+
+
+def test_save_run_of_an_onnx_reference_then_reference_gives_the_direct_report(colour_onnx, colour_images, tmp_path):
+    fp16 = [str(colour_onnx["fp16"]), *COLOUR_HEADS, "--precision", "fp16"]
+    direct = CliRunner().invoke(main, ["parity", str(colour_onnx["fp32"]), *fp16, "--data", str(colour_images),
+                                       "--report-dir", str(tmp_path / "direct")])
+    assert direct.exit_code == 0, direct.output
+    saved = CliRunner().invoke(main, ["parity", str(colour_onnx["fp32"]), "--data", str(colour_images), *COLOUR_HEADS,
+                                      "--save-run", str(tmp_path / "ref")])
+    assert saved.exit_code == 0, saved.output
+    assert f"edgehal parity --reference {tmp_path / 'ref'} ARTIFACT..." in saved.output
+    target = CliRunner().invoke(main, ["parity", "--reference", str(tmp_path / "ref"), *fp16, "--report-dir",
+                                       str(tmp_path / "target")])
+    assert target.exit_code == 0, target.output
+    assert comparable(tmp_path / "target" / "parity.json") == comparable(tmp_path / "direct" / "parity.json")
+
+
+def test_a_npy_reference_run_needs_no_torch(colour_onnx, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.integers(0, 256, (30, 3, 8, 8)).astype(np.uint8))
+    np.save(tmp_path / "y.npy", rng.integers(0, 4, 30))
+    r = edgehal("parity", str(colour_onnx["fp32"]), str(colour_onnx["fp16"]), "--data", str(tmp_path / "x.npy"),
+                "--labels", str(tmp_path / "y.npy"), "--head", "colour=scores", "--precision", "fp16",
+                "--report-dir", str(tmp_path / "rep"), without_torch=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "parity on x split: 30 samples" in r.stdout and "PASS: reports" in r.stdout

@@ -168,7 +168,7 @@ def test_different_shapes_fail_and_different_sample_counts_are_an_error(make_run
     ref = postprocess(make_run({"logits": logits}, labels, kind="checkpoint"), manifest)
     got = postprocess(make_run({"logits": logits[:, :9]}, labels), manifest)
     head = compare(ref, got, Tolerances.for_precision("fp32", manifest)).heads[0]
-    assert not head and head.failures == ["shape (100, 9) differs from PyTorch's (100, 10)"]
+    assert not head and head.failures == ["shape (100, 9) differs from the reference's (100, 10)"]
     short = postprocess(make_run({"logits": logits[:50]}, _labels(50)), manifest)
     with pytest.raises(EdgehalError, match="has 50 samples.*reference's 100"):
         compare(ref, short, Tolerances.for_precision("fp32", manifest))
