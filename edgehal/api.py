@@ -209,14 +209,14 @@ def parity(reference: PathLike | RunResult, artifacts: PathLike | Sequence[PathL
                           **common)
     ref = Path(reference)
     suffix = ref.suffix.lower()
-    if suffix in _ARTIFACT_SUFFIXES:
+    if data is not None:
+        if suffix not in _ARTIFACT_SUFFIXES:
+            raise EdgehalError("data", f"cannot be given with the reference {ref}",
+                               "data for a reference ONNX file or engine; a checkpoint brings its data set")
         # A reference artifact runs on a folder of data rather than a checkpoint's data set.
         return run_parity(None, paths, reference_artifact=ref, data=data, data_root=data_dir, limit=limit,
                           save_run=save_run, **common)
-    if data is not None:
-        raise EdgehalError("data", f"cannot be given with the reference {ref}",
-                           "data for a reference ONNX file or engine; a checkpoint brings its data set")
-    if suffix in _CHECKPOINT_SUFFIXES:
+    if suffix in _CHECKPOINT_SUFFIXES + _ARTIFACT_SUFFIXES:  # run_parity says what an artifact without data lacks
         return run_parity(ref, paths, data_root=data_dir, limit=limit, save_run=save_run, **common)
     # Anything else names a saved run's folder; RunResult.load says what is wrong with it.
     return run_parity(None, paths, reference=ref, data_root=data_dir, limit=limit, save_run=save_run, **common)
