@@ -248,6 +248,10 @@ def artifact_kind(path: str | Path) -> str:
     """``checkpoint``, ``onnx`` or ``engine`` from the file's suffix; an error listing them otherwise."""
     p = Path(path)
     kind = SUFFIXES.get(p.suffix.lower())
+    if p.suffix.lower() == ".pt2":
+        raise EdgehalError(f"artifact {p}", "is a torch.export program, not an edgehal artifact",
+                           f"export it to ONNX first: edgehal export {p.name} -o model.onnx --manifest heads.yaml "
+                           "--example-inputs x.npy")
     if kind is None:
         raise EdgehalError(f"artifact {p}", f"has an unknown type {p.suffix or '(no suffix)'}",
                            f"one of {', '.join(SUFFIXES)}")

@@ -9,9 +9,7 @@ so the safe loader reads it.
 
 from __future__ import annotations
 
-import pickle
 import platform
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,23 +105,22 @@ _REQUIRED = ("format", "model_name", "model_kwargs", "manifest", "state_dict")
 
 
 def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> LoadedCheckpoint:
-    """Load and check an edgehal checkpoint; refuse corrupt, truncated or foreign files."""
+    """Load and check an edgehal checkpoint; refuse corrupt, truncated or foreign files.
+
+    A foreign PyTorch file (a state dict, a pickled module, a TorchScript
+    archive, a ``torch.export`` program) is refused saying what it is and how
+    to export it instead, never as "corrupt".
+    """
+    from edgehal.foreign import not_a_checkpoint, read_torch_file
+
     p = Path(path)
     what = f"checkpoint {p}"
     if not p.is_file():
         raise EdgehalError(what, "file not found")
-    try:
-        payload = torch.load(p, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError,
-            ValueError, IndexError, KeyError) as exc:
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
-        raise EdgehalError(what, f"is corrupt or truncated ({detail})",
-                           "a complete file written by `edgehal train`") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise EdgehalError(what, "is not an edgehal checkpoint",
-                           f"a file written by `edgehal train` (format {FORMAT})")
+    found, payload = read_torch_file(p, map_location=map_location)
+    if found.kind != "edgehal-checkpoint":
+        raise not_a_checkpoint(found, what=what)
     missing = [k for k in _REQUIRED if k not in payload]
     if missing:
         raise EdgehalError(what, f"lacks {missing}", "a complete edgehal checkpoint")
     return LoadedCheckpoint(p, payload)
-

@@ -117,16 +117,54 @@ def quickstart(data_dir, output_dir, epochs, zoo):
                    "dimension (the rows of a row-sequential classifier).")
 @click.option("--data-dir", default=None, help="Data for the check on real inputs. Default: $EDGEHAL_DATA, "
               "else the training one.")
-@click.option("--check-samples", default=256, show_default=True, help="Real inputs compared against PyTorch.")
+@click.option("--check-samples", default=256, show_default=True,
+              help="Inputs compared against PyTorch (real ones; random ones with --input-shape).")
 @click.option("--atol", default=None, type=float, help="Max |onnxruntime - PyTorch|. Default: 1e-3 fp32, 5e-2 fp16.")
+@click.option("--manifest", "manifest_file", default=None, type=click.Path(dir_okay=False),
+              help="A model file edgehal did not write: its heads, as YAML or JSON (a HeadManifest, or "
+                   "{input_shape: [...], heads: [...]}; optional preprocessing). Default: none (an edgehal "
+                   "checkpoint carries its own).")
+@click.option("--example-inputs", default=None, type=click.Path(dir_okay=False),
+              help="With --manifest: a .npy array [N, *input_shape] of real inputs for the check. Default: none.")
+@click.option("--input-shape", default=None, callback=_comma_ints, metavar="C,H,W",
+              help="With --manifest, instead of --example-inputs: check on random inputs of this shape. "
+                   "Default: none.")
+@click.option("--trust-pickle", is_flag=True, default=False,
+              help="Load a whole pickled nn.Module (torch.save(model)). Unpickling runs code the file names: only "
+                   "for your own files. Default: refused.")
 def export_cmd(checkpoint, output, aux, precision, opset, batch_size, fixed_sequence, data_dir, check_samples,
-               atol):
-    """Export CHECKPOINT to ONNX with its auxiliary heads kept or pruned, checked before it is written."""
-    from edgehal.export.onnx import ExportOptions, export_onnx
+               atol, manifest_file, example_inputs, input_shape, trust_pickle):
+    """Export CHECKPOINT to ONNX with its auxiliary heads kept or pruned, checked before it is written.
 
-    opts = ExportOptions(aux=aux, opset=opset, batch_size=batch_size, fixed_sequence=fixed_sequence,
-                         precision=precision, check_samples=check_samples, atol=atol)
-    export_onnx(checkpoint, output, options=opts, data_root=data_dir, log=click.echo)
+    \b
+    CHECKPOINT is an edgehal checkpoint, or with --manifest a TorchScript
+    archive (torch.jit.save), a torch.export program (.pt2), or with
+    --trust-pickle a whole pickled module. A bare state dict holds no
+    architecture: export it from Python with edgehal.export(model=...).
+    """
+    from pathlib import Path
+
+    from edgehal.export import onnx as exporter
+    from edgehal.foreign import read_head_manifest
+
+    opts = exporter.ExportOptions(aux=aux, opset=opset, batch_size=batch_size, fixed_sequence=fixed_sequence,
+                                  precision=precision, check_samples=check_samples, atol=atol)
+    if manifest_file is None:
+        for flag, value in (("--example-inputs", example_inputs), ("--input-shape", input_shape),
+                            ("--trust-pickle", trust_pickle)):
+            if value:
+                raise EdgehalError(flag, "needs --manifest", "--manifest heads.yaml naming the heads of a model "
+                                   "file edgehal did not write; an edgehal checkpoint needs neither")
+        exporter.export_onnx(checkpoint, output, options=opts, data_root=data_dir, log=click.echo)
+        return
+    if data_dir is not None:
+        raise EdgehalError("--data-dir", "cannot be combined with --manifest",
+                           "--example-inputs x.npy: the check's inputs for a model file edgehal did not write")
+    manifest, preprocessing = read_head_manifest(manifest_file, input_shape=input_shape,
+                                                 model=Path(checkpoint).stem)
+    x = exporter.read_example_inputs(example_inputs) if example_inputs is not None else None
+    exporter.export_file(checkpoint, output, manifest=manifest, preprocessing=preprocessing, example_inputs=x,
+                         input_shape=input_shape, options=opts, trust_pickle=trust_pickle, log=click.echo)
 
 
 @main.command()

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,29 @@ def test_zoo_checkpoints_with_version_1_manifests_still_build():
         assert ckpt.payload["manifest"].get("version", 1) == 1  # upgraded on read
         model = ckpt.build_model()
         assert model.manifest == ckpt.manifest
+
+
+def test_foreign_files_are_named_with_what_to_do_never_corrupt(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval()
+    x = torch.rand(2, 3, 2, 2)
+    files = {"state dict": tmp_path / "weights.pt", "pickled": tmp_path / "whole.pt",
+             "torchscript": tmp_path / "scripted.pt", "program": tmp_path / "program.pt2"}
+    torch.save(net.state_dict(), files["state dict"])
+    torch.save(net, files["pickled"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(net, x).save(str(files["torchscript"]))
+    torch.export.save(torch.export.export(net, (x,)), files["program"])
+    expected = {
+        "state dict": r"is a state dict of 2 tensors \(1\.weight, 1\.bias\), not an edgehal checkpoint\. "
+                      r"Note: it holds weights but no architecture",
+        "pickled": r"is a whole pickled nn\.Module of class torch\.nn\.modules\.container\.Sequential .*not an "
+                   r"edgehal checkpoint\. Note: unpickling runs whatever code the file names.*--trust-pickle",
+        "torchscript": r"is a TorchScript archive \(torch\.jit\.save\), not an edgehal checkpoint\. Note: export it "
+                       r"with `edgehal export scripted\.pt -o model\.onnx --manifest heads\.yaml --input-shape",
+        "program": r"is a torch\.export program \(torch\.export\.save\), not an edgehal checkpoint\. Note: export it",
+    }
+    for kind, path in files.items():
+        with pytest.raises(EdgehalError, match=expected[kind]) as caught:
+            load_checkpoint(path)
+        assert "corrupt" not in str(caught.value), kind

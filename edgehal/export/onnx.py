@@ -16,18 +16,17 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from edgehal.checkpoint import LoadedCheckpoint, load_checkpoint, versions
 from edgehal.artifact import ArtifactMetadata, write_onnx_metadata
+from edgehal.checkpoint import LoadedCheckpoint, load_checkpoint, versions
 from edgehal.errors import EdgehalError
 from edgehal.export.graph import check_model, prune_outputs, run_onnx, to_fp16
 from edgehal.fileio import atomic_write_bytes, sha256_file
-from edgehal.manifest import HeadManifest
-from edgehal.nets.base import ExportWrapper
+from edgehal.manifest import HeadManifest, Preprocessing
 
 DEFAULT_OPSET = 17  # parsed by current onnxruntime and by TensorRT 10's ONNX parser
 PRECISIONS = ("fp32", "fp16")
@@ -100,33 +99,63 @@ def reference_inputs(ckpt: LoadedCheckpoint, *, data_root: str | Path | None, co
 
 def export_onnx(checkpoint: str | Path, output: str | Path, *, options: ExportOptions | None = None,
                 data_root: str | Path | None = None, log: Callable[[str], None] = print) -> ExportReport:
-    """Export ``checkpoint`` to ``output`` as described in the module docstring.
+    """Export the edgehal ``checkpoint`` to ``output`` as described in the module docstring, checked on
+    real inputs of its data set and carrying its preprocessing, metrics and sha256.
 
     ``options`` defaults to ``ExportOptions()`` (keep, opset 17, dynamic batch, fp32).
     """
     opts = options or ExportOptions()
     opts.validate()
-    t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model()
-    full = model.manifest
+    x = reference_inputs(ckpt, data_root=data_root, count=opts.check_samples)
+    return export_module(model, output, example_inputs=x, manifest=model.manifest, options=opts,
+                         preprocessing=ckpt.preprocessing, metrics=ckpt.metrics,
+                         source_sha256=sha256_file(ckpt.path), log=log)
+
+
+def export_module(model: torch.nn.Module, output: str | Path, *, example_inputs: np.ndarray | torch.Tensor,
+                  manifest: HeadManifest | None = None, options: ExportOptions | None = None,
+                  preprocessing: Preprocessing | None = None, metrics: Mapping[str, Any] | None = None,
+                  source_sha256: str | None = None, log: Callable[[str], None] = print) -> ExportReport:
+    """Export any ``nn.Module`` to ``output``, its outputs named by the heads of ``manifest``.
+
+    ``model`` returns a dict of named outputs, a tuple or list in the
+    manifest's head order, or one tensor (a manifest with one head).
+    ``example_inputs`` (``[N, *manifest.input_shape]``; real ones make the
+    check meaningful) are traced and compared: the first ``check_samples``
+    of them run in onnxruntime and PyTorch. ``manifest`` defaults to
+    ``model.manifest``; ``preprocessing``, ``metrics`` and ``source_sha256``
+    go into the ONNX metadata as they are. Inputs whose shape, or outputs
+    whose names, count or width do not fit the manifest are refused before
+    anything is exported; nothing is written unless every check passes.
+    """
+    opts = options or ExportOptions()
+    opts.validate()
+    t0 = time.perf_counter()
+    full = manifest if manifest is not None else getattr(model, "manifest", None)
+    if not isinstance(full, HeadManifest):
+        raise EdgehalError(f"model {type(model).__name__}", "has no head manifest",
+                           "manifest=HeadManifest(...) naming its input shape and heads")
     selected = full.select(opts.aux)
     if opts.aux == "prune" and not full.aux_heads:
-        log(f"note: {ckpt.path} has no auxiliary heads; --aux prune changes nothing")
+        log(f"note: {full.model} has no auxiliary heads; --aux prune changes nothing")
 
-    x = reference_inputs(ckpt, data_root=data_root, count=opts.check_samples)
+    x = _example_array(example_inputs, full, opts)
     if opts.batch_size is not None:
         reps = -(-opts.batch_size // len(x))
         x = np.concatenate([x] * reps)[:opts.batch_size]
-    kept_proto = _torch_export(model, full.input_name, full.head_names, x, opts)
+    wrapper = HeadOutputs(model, full.head_names).eval()
+    want = _run_torch(wrapper, x, full, check=True)  # refuses outputs that do not fit the manifest
+    kept_proto = _torch_export(wrapper, full, x, opts)
     kept_nodes = len(kept_proto.graph.node)
     proto = prune_outputs(kept_proto, selected.head_names) if opts.aux == "prune" else kept_proto
     if opts.precision == "fp16":
         proto = to_fp16(proto)
 
     meta = ArtifactMetadata(
-        manifest=selected, full_manifest=full, preprocessing=ckpt.preprocessing, aux=opts.aux,
-        precision=opts.precision, source_sha256=sha256_file(ckpt.path), metrics=ckpt.metrics,
+        manifest=selected, full_manifest=full, preprocessing=preprocessing, aux=opts.aux,
+        precision=opts.precision, source_sha256=source_sha256, metrics=dict(metrics or {}),
         versions=versions())
     write_onnx_metadata(proto, meta)
     proto.producer_name, proto.producer_version = "edgehal", meta.versions["edgehal"]
@@ -134,11 +163,9 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, options: ExportOp
     check_model(proto, what=what)
     data = proto.SerializeToString()
 
-    # onnxruntime against PyTorch on real inputs, per output.
+    # onnxruntime against PyTorch on the example inputs, per output.
     feed = {full.input_name: x}
     got = run_onnx(data, feed)
-    with torch.no_grad():
-        want = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
     atol = opts.atol if opts.atol is not None else DEFAULT_ATOL[opts.precision]
     diffs = {name: float(np.abs(got[name].astype(np.float64) - want[name]).max()) for name in selected.head_names}
     notes = []
@@ -147,8 +174,7 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, options: ExportOp
         # The sequence dimension really is dynamic: the same check on the first half of each sequence.
         short = np.ascontiguousarray(np.take(x, range(x.shape[seq] // 2), axis=seq))
         got_short = run_onnx(data, {full.input_name: short})
-        with torch.no_grad():
-            want_short = {k: v.numpy() for k, v in model(torch.from_numpy(short)).items()}
+        want_short = _run_torch(wrapper, short, full)
         for name in selected.head_names:
             diffs[name] = max(diffs[name], float(np.abs(got_short[name].astype(np.float64)
                                                         - want_short[name]).max()))
@@ -160,7 +186,7 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, options: ExportOp
             raise EdgehalError(what, "the pruned graph's main output differs from the kept graph's",
                                "bit-for-bit identical main outputs (this is a bug: please report it)")
         notes.append(f"main output {full.main.name!r} bit-for-bit identical to the kept graph's "
-                     f"on {len(x)} real inputs" if opts.precision == "fp32" else "")
+                     f"on {len(x)} inputs" if opts.precision == "fp32" else "")
     bad = {k: v for k, v in diffs.items() if not v <= atol}
     report = ExportReport(path=Path(output), outputs=list(selected.head_names), nodes=len(proto.graph.node),
                           kept_nodes=kept_nodes, max_abs_diff=diffs, atol=atol,
@@ -176,6 +202,66 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, options: ExportOp
     return report
 
 
+def export_file(path: str | Path, output: str | Path, *, manifest: HeadManifest,
+                preprocessing: Preprocessing | None = None, example_inputs: np.ndarray | None = None,
+                input_shape: Sequence[int] | None = None, options: ExportOptions | None = None,
+                trust_pickle: bool = False, log: Callable[[str], None] = print) -> ExportReport:
+    """Export a model file edgehal did not write (a TorchScript archive, a ``torch.export`` program,
+    or with ``trust_pickle`` a whole pickled module) with the heads of ``manifest``.
+
+    Give ``example_inputs`` (real inputs: the check means something) or
+    ``input_shape`` (the check then runs on random inputs in
+    ``preprocessing.input_range``, else [0, 1), and says so). A bare state
+    dict is refused: it has no architecture to export.
+    """
+    from edgehal.foreign import identify, load_module, state_dict_hint
+
+    opts = options or ExportOptions()
+    opts.validate()
+    p = Path(path)
+    found = identify(p)
+    if found.kind == "edgehal-checkpoint":
+        raise EdgehalError("--manifest", f"was given for {p.name}, an edgehal checkpoint",
+                           "no --manifest, --example-inputs or --input-shape: a checkpoint carries its manifest "
+                           "and its data")
+    if found.kind == "state-dict":
+        raise EdgehalError(f"model file {p}", f"is {found.description}", state_dict_hint())
+    if (example_inputs is None) == (input_shape is None):
+        raise EdgehalError(f"export of {p.name}", "needs example inputs" if example_inputs is None else
+                           "was given both example inputs and an input shape",
+                           "one of --example-inputs x.npy (real inputs, recommended) or --input-shape C,H,W "
+                           "(random inputs)")
+    model = load_module(p, trust_pickle=trust_pickle)
+    if example_inputs is None:
+        example_inputs, note = random_inputs(input_shape, count=opts.check_samples, preprocessing=preprocessing)
+        log(note)
+    return export_module(model, output, example_inputs=example_inputs, manifest=manifest, options=opts,
+                         preprocessing=preprocessing, source_sha256=sha256_file(p), log=log)
+
+
+def read_example_inputs(path: str | Path) -> np.ndarray:
+    """Example inputs from a ``.npy`` file (no pickled objects), batch axis first."""
+    p = Path(path)
+    if not p.is_file():
+        raise EdgehalError(f"example inputs {p}", "file not found")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise EdgehalError(f"example inputs {p}", f"is not a NumPy .npy array ({str(exc).splitlines()[0][:160]})",
+                           "an array saved with numpy.save, shape [N, *input_shape]") from None
+
+
+def random_inputs(shape: Sequence[int], *, count: int, preprocessing: Preprocessing | None = None,
+                  seed: int = 0) -> tuple[np.ndarray, str]:
+    """``count`` uniform random inputs of ``shape`` in the preprocessing's input range (else [0, 1)),
+    and the note that says the check ran on them."""
+    low, high = preprocessing.input_range if preprocessing and preprocessing.input_range else (0.0, 1.0)
+    x = np.random.default_rng(seed).uniform(low, high, size=(count, *shape)).astype(np.float32)
+    note = (f"note: the check runs on {count} random inputs of shape {list(shape)} in [{low:g}, {high:g}), "
+            "not on real data; give --example-inputs x.npy for a check that means something")
+    return x, note
+
+
 def sequence_axis(manifest: HeadManifest, opts: ExportOptions) -> int | None:
     """The input axis exported as a dynamic sequence dimension, or None."""
     if opts.fixed_sequence or manifest.sequence is None:
@@ -183,22 +269,129 @@ def sequence_axis(manifest: HeadManifest, opts: ExportOptions) -> int | None:
     return manifest.sequence.axis
 
 
-def _torch_export(model: torch.nn.Module, input_name: str, names, x: np.ndarray, opts: ExportOptions):
+# --------------------------------------------------------------------------
+# What goes in and what comes out, against the manifest
+
+
+def _example_array(example_inputs: np.ndarray | torch.Tensor, manifest: HeadManifest,
+                   opts: ExportOptions) -> np.ndarray:
+    """The first ``check_samples`` example inputs as an array of the manifest's dtype, whose shape is
+    ``[N, *manifest.input_shape]`` (a dynamic sequence axis may have any length)."""
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = example_inputs.detach().cpu().numpy()
+    x = np.asarray(example_inputs)
+    expected = ["N", *manifest.input_shape]
+    seq = sequence_axis(manifest, opts)
+    if seq is not None:
+        expected[seq] = manifest.sequence.name
+    fits = x.ndim == len(expected) and all(
+        i == seq or dim <= 0 or x.shape[i] == dim for i, dim in enumerate(manifest.input_shape, start=1))
+    if not fits or len(x) == 0:
+        raise EdgehalError("example inputs", f"have the shape {list(x.shape)}",
+                           f"[{', '.join(map(str, expected))}]: the manifest's input_shape "
+                           f"{list(manifest.input_shape)} after a batch axis, with at least one input")
+    try:
+        return np.ascontiguousarray(x[:opts.check_samples], dtype=np.dtype(manifest.input_dtype))
+    except (TypeError, ValueError) as exc:
+        raise EdgehalError("example inputs", f"of dtype {x.dtype} do not convert to the manifest's "
+                           f"input_dtype {manifest.input_dtype} ({exc})") from None
+
+
+def head_outputs(out: Any, names: Sequence[str]) -> tuple[torch.Tensor, ...]:
+    """A module's outputs in the order of the heads ``names``: from a dict of named outputs, a
+    tuple or list in that order, or one tensor when there is one head."""
+    if isinstance(out, Mapping):
+        if set(out) != set(names):
+            raise EdgehalError("model outputs", f"are named {sorted(map(str, out))} but the manifest's heads "
+                               f"are {list(names)}", "one output per head, named as the head")
+        values = tuple(out[n] for n in names)
+    elif isinstance(out, (tuple, list)):
+        if len(out) != len(names):
+            raise EdgehalError("model outputs", f"are {len(out)} ({type(out).__name__}) but the manifest has "
+                               f"{len(names)} heads {list(names)}", "one output per head, in the manifest's order")
+        values = tuple(out)
+    elif isinstance(out, torch.Tensor):
+        if len(names) != 1:
+            raise EdgehalError("model outputs", f"are one tensor but the manifest has {len(names)} heads "
+                               f"{list(names)}", "a dict or tuple of one output per head")
+        values = (out,)
+    else:
+        raise EdgehalError("model outputs", f"are a {type(out).__name__}",
+                           "a tensor, a tuple/list of tensors or a dict of named tensors")
+    for name, value in zip(names, values):
+        if not isinstance(value, torch.Tensor):
+            raise EdgehalError(f"model output {name!r}", f"is a {type(value).__name__}", "a tensor")
+    return values
+
+
+class HeadOutputs(torch.nn.Module):
+    """Wraps a module so it returns a tuple of its outputs in the order of the heads ``names``."""
+
+    def __init__(self, model: torch.nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = list(names)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return head_outputs(self.model(x), self.names)
+
+    def train(self, mode: bool = True) -> "HeadOutputs":
+        # A torch.export program's module is fixed in the mode it was exported in and refuses
+        # train()/eval(); the exporter switches modes on whatever it is given.
+        self.training = mode
+        try:
+            self.model.train(mode)
+        except NotImplementedError:
+            pass
+        return self
+
+
+def _run_torch(wrapper: HeadOutputs, x: np.ndarray, manifest: HeadManifest, *,
+               check: bool = False) -> dict[str, np.ndarray]:
+    """PyTorch's outputs per head; with ``check``, refuse outputs whose width is not the head's."""
+    try:
+        with torch.no_grad():
+            values = wrapper(torch.from_numpy(x))
+    except EdgehalError:
+        raise
+    except Exception as exc:  # the user's module failing on these inputs is the user's error
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise EdgehalError(f"model {type(wrapper.model).__name__}",
+                           f"fails on example inputs of shape {list(x.shape)} ({first})",
+                           "a module that takes a batch [N, *input_shape] of any N (a torch.export program "
+                           "needs a dynamic batch: dynamic_shapes=)") from exc
+    out = {}
+    for head, value in zip(manifest.heads, values):
+        if check and (value.ndim < 2 or value.shape[-1] != head.num_outputs):
+            raise EdgehalError(f"head {head.name!r}", f"has {head.num_outputs} outputs in the manifest "
+                               f"(its class_names) but the model's output is of shape {list(value.shape)}",
+                               f"an output of shape [N, {head.num_outputs}], or a manifest whose head has "
+                               f"{value.shape[-1] if value.ndim else 1} class names")
+        out[head.name] = value.detach().cpu().numpy()
+    return out
+
+
+def _torch_export(wrapper: HeadOutputs, manifest: HeadManifest, x: np.ndarray, opts: ExportOptions):
     import onnx
 
-    wrapper = ExportWrapper(model, names).eval()
+    input_name, names = manifest.input_name, list(manifest.head_names)
     example = torch.from_numpy(x[: min(len(x), 2)] if opts.batch_size is None else x)
     dynamic: dict[str, dict[int, str]] | None = None
     if opts.batch_size is None:
         dynamic = {input_name: {0: "batch"}, **{n: {0: "batch"} for n in names}}
-    seq = sequence_axis(model.manifest, opts)
+    seq = sequence_axis(manifest, opts)
     if seq is not None:
         dynamic = dynamic or {}
-        dynamic.setdefault(input_name, {})[seq] = model.manifest.sequence.name
+        dynamic.setdefault(input_name, {})[seq] = manifest.sequence.name
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(wrapper, (example,), buf, input_names=[input_name], output_names=list(names),
+        module: torch.nn.Module = wrapper
+        if any(isinstance(m, torch.jit.ScriptModule) for m in wrapper.modules()):
+            # The exporter's tracer cannot step into a ScriptModule held by a Python module
+            # (a loaded TorchScript archive); torch.jit.trace can, and the exporter takes its result.
+            module = torch.jit.trace(wrapper, (example,), check_trace=False)
+        torch.onnx.export(module, (example,), buf, input_names=[input_name], output_names=names,
                           dynamic_axes=dynamic, opset_version=opts.opset, do_constant_folding=True,
                           dynamo=False)
     return onnx.load_from_string(buf.getvalue())

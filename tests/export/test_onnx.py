@@ -5,10 +5,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
-from edgehal.errors import EdgehalError
 from edgehal.artifact import read_artifact
-from edgehal.export.onnx import ExportOptions, export_onnx
+from edgehal.errors import EdgehalError
+from edgehal.export.onnx import ExportOptions, export_module, export_onnx
 
 
 def _consumers_reach(model, name, outputs):
@@ -141,9 +142,113 @@ def test_cli_corrupt_onnx_and_non_edgehal_checkpoint(tmp_path, digits_checkpoint
     bad.write_bytes(b"\x08\x07garbage" * 10)
     with pytest.raises(EdgehalError, match="corrupt or not an ONNX file"):
         read_artifact(bad).require_metadata()
-    import torch
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
     r = subprocess.run([sys.executable, "-m", "edgehal.cli", "export", str(foreign), "-o", str(tmp_path / "o.onnx")],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "is not an edgehal checkpoint" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "is a state dict of 1 tensor (weights), not an edgehal checkpoint" in r.stderr
+    assert "holds weights but no architecture" in r.stderr
+
+
+# -- export_module: any nn.Module, named by a head manifest ------------------------
+
+def two_head_manifest(**changes):
+    from edgehal.manifest import Head, HeadManifest
+
+    heads = changes.pop("heads", (
+        Head(name="logits", kind="main", level=0, class_names=("cat", "dog", "car", "bus")),
+        Head(name="coarse", kind="aux", level=1, class_names=("animal", "vehicle"), parent_map=(0, 0, 1, 1))))
+    return HeadManifest(**{"model": "user_net", "input_name": "image", "input_shape": (3, 8, 8),
+                           "heads": heads, **changes})
+
+
+class TwoHeads(torch.nn.Module):
+    """A user's network: a shared trunk, a main head, and a training-only coarse head."""
+
+    def __init__(self, returns: str = "tuple", aux_width: int = 2) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.returns = returns
+        self.trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                         torch.nn.Flatten())
+        self.main = torch.nn.Linear(6, 4)
+        self.aux = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, aux_width))
+
+    def forward(self, x):
+        f = self.trunk(x)
+        if self.returns == "dict":
+            return {"coarse": self.aux(f), "logits": self.main(f)}  # not in manifest order: named
+        return self.main(f), self.aux(f)
+
+
+@pytest.mark.parametrize("returns", ["tuple", "dict"])
+def test_export_module_keeps_and_prunes_a_user_network(returns, tmp_path):
+    model, manifest = TwoHeads(returns).eval(), two_head_manifest()
+    x = torch.rand(12, 3, 8, 8)
+    paths = {aux: tmp_path / f"{aux}.onnx" for aux in ("keep", "prune")}
+    for aux, path in paths.items():
+        export_module(model, path, example_inputs=x, manifest=manifest, options=ExportOptions(aux=aux),
+                      metrics={"test": {"logits": {"error_rate": 1.5}}}, source_sha256="ab" * 32, log=lambda _: None)
+    kept, pruned = onnx.load(paths["keep"]), onnx.load(paths["prune"])
+    assert [o.name for o in kept.graph.output] == ["logits", "coarse"]
+    assert [o.name for o in pruned.graph.output] == ["logits"]
+    assert dead_nodes(pruned) == [] and len(pruned.graph.node) < len(kept.graph.node)
+    with torch.no_grad():
+        want = model(x)
+    want = want if returns == "dict" else dict(zip(["logits", "coarse"], want))
+    fresh = torch.rand(5, 3, 8, 8)  # dynamic batch, inputs the export never saw
+    with torch.no_grad():
+        want_fresh = model(fresh)
+    want_fresh = want_fresh if returns == "dict" else dict(zip(["logits", "coarse"], want_fresh))
+    got = ort.InferenceSession(str(paths["keep"])).run(None, {"image": fresh.numpy()})
+    assert np.allclose(got[0], want_fresh["logits"].numpy(), atol=1e-5)
+    assert np.allclose(got[1], want_fresh["coarse"].numpy(), atol=1e-5)
+    main_kept = ort.InferenceSession(str(paths["keep"])).run(["logits"], {"image": x.numpy()})[0]
+    main_pruned = ort.InferenceSession(str(paths["prune"])).run(["logits"], {"image": x.numpy()})[0]
+    assert np.array_equal(main_kept, main_pruned)
+    meta = read_artifact(paths["prune"]).require_metadata()
+    assert meta.manifest.head_names == ("logits",) and meta.full_manifest == manifest
+    assert meta.full_manifest.head("coarse").parent_map == (0, 0, 1, 1)
+    assert meta.source_sha256 == "ab" * 32 and meta.metrics["test"]["logits"]["error_rate"] == 1.5
+
+
+def test_export_module_of_one_tensor_fp16_fixed_batch(tmp_path):
+    from edgehal.manifest import Head
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
+    manifest = two_head_manifest(heads=(Head(name="logits", kind="main", level=0, class_names=("a", "b", "c", "d")),))
+    out = tmp_path / "one.onnx"
+    export_module(net, out, example_inputs=np.random.default_rng(0).random((3, 3, 8, 8)), manifest=manifest,
+                  options=ExportOptions(precision="fp16", batch_size=4), log=lambda _: None)
+    m = onnx.load(out)
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
+    assert read_artifact(out).require_metadata().precision == "fp16"
+
+
+def test_export_module_refuses_what_does_not_fit_the_manifest_and_writes_nothing(tmp_path):
+    from edgehal.manifest import Head
+
+    out = tmp_path / "x.onnx"
+    x = torch.rand(4, 3, 8, 8)
+    cases = [
+        (TwoHeads(), torch.rand(4, 8, 8), two_head_manifest(),
+         r"example inputs \| have the shape \[4, 8, 8\]. Note: \[N, 3, 8, 8\]"),
+        (TwoHeads(), torch.rand(4, 3, 9, 8), two_head_manifest(), r"have the shape \[4, 3, 9, 8\]"),
+        (TwoHeads("dict"), x, two_head_manifest(heads=(
+            Head(name="logits", kind="main", level=0, class_names=("cat", "dog", "car", "bus")),
+            Head(name="superclass", kind="aux", level=1, class_names=("animal", "vehicle")))),
+         r"are named \['coarse', 'logits'\] but the manifest's heads are \['logits', 'superclass'\]"),
+        (TwoHeads(), x, two_head_manifest(heads=two_head_manifest().heads[:1]),
+         r"are 2 \(tuple\) but the manifest has 1 heads \['logits'\]"),
+        (TwoHeads(aux_width=3), x, two_head_manifest(),
+         r"head 'coarse' \| has 2 outputs in the manifest \(its class_names\) but the model's output is of "
+         r"shape \[4, 3\]"),
+        (torch.nn.Flatten(), x, two_head_manifest(), r"are one tensor but the manifest has 2 heads"),
+    ]
+    for model, inputs, manifest, message in cases:
+        with pytest.raises(EdgehalError, match=message):
+            export_module(model.eval(), out, example_inputs=inputs, manifest=manifest, log=lambda _: None)
+    with pytest.raises(EdgehalError, match="has no head manifest"):
+        export_module(TwoHeads(), out, example_inputs=x, log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
