@@ -65,7 +65,7 @@ def _paths(value: PathLike | Sequence[PathLike], what: str) -> list[str]:
 # Export and quantize
 
 
-def export(model_or_checkpoint: torch.nn.Module | PathLike, output: PathLike, *,
+def export(model: torch.nn.Module | PathLike, output: PathLike, *,
            example_inputs: np.ndarray | torch.Tensor | None = None, manifest: HeadManifest | None = None,
            aux: str = "keep", precision: str = "fp32", opset: int = 17, batch_size: int | None = None,
            fixed_sequence: bool = False, data_dir: PathLike | None = None, check_samples: int = 256,
@@ -73,36 +73,39 @@ def export(model_or_checkpoint: torch.nn.Module | PathLike, output: PathLike, *,
            log: Log = print) -> ExportReport:
     """Export a model to ONNX at ``output``, checked against PyTorch before it is written.
 
-    ``model_or_checkpoint`` is one of:
+    ``model`` is one of:
 
-    * an edgehal checkpoint (``.pt`` from ``edgehal train``): its manifest,
-      preprocessing and data come with it; ``data_dir`` (default
+    * an ``nn.Module``: needs ``example_inputs`` (a batch of real inputs,
+      ``[N, *manifest.input_shape]``, also the check's inputs) and ``manifest``
+      (see :meth:`HeadManifest.classifier`), unless it is an edgehal model with
+      its own ``.manifest``; for a state dict, load it into your module first;
+    * the path of an edgehal checkpoint (``edgehal train``): its manifest,
+      preprocessing and data come with it, and ``data_dir`` (default
       ``$EDGEHAL_DATA``, else the training one) gives the ``check_samples``
       real inputs of the check;
-    * an ``nn.Module``: needs ``example_inputs`` (a batch of inputs, also the
-      check's inputs) and ``manifest`` (see :meth:`HeadManifest.classifier`),
-      unless it is an edgehal model with its own ``.manifest``;
-    * a TorchScript, ``torch.export`` or pickled-module file, loaded with
-      :func:`edgehal.foreign.load_module` (a pickle only with
-      ``trust_pickle=True``), then exported like a module.
+    * the path of a TorchScript archive, a ``torch.export`` program, or (with
+      ``trust_pickle=True``: unpickling runs code the file names) a pickled
+      module, loaded by :func:`edgehal.foreign.load_module` and exported like a
+      module.
 
     ``aux`` keeps the auxiliary heads as outputs (``keep``) or prunes them and
     every node only they need (``prune``); ``precision`` is ``fp32`` or
     ``fp16``; ``batch_size=None`` gives a dynamic batch dimension; ``atol``
-    defaults to 1e-3 (fp32) or 5e-2 (fp16). Returns the
-    :class:`~edgehal.export.onnx.ExportReport` (path, outputs, node counts,
-    max differences from PyTorch).
+    defaults to 1e-3 (fp32) or 5e-2 (fp16). ``preprocessing`` is recorded in
+    the ONNX metadata. Returns the :class:`~edgehal.export.onnx.ExportReport`
+    (path, outputs, node counts, max differences from PyTorch); nothing is
+    written unless every check passed.
     """
     from edgehal.export.onnx import ExportOptions
 
     options = ExportOptions(aux=aux, opset=opset, batch_size=batch_size, fixed_sequence=fixed_sequence,
                             precision=precision, check_samples=check_samples, atol=atol)
-    if isinstance(model_or_checkpoint, (str, os.PathLike)):
-        path = Path(model_or_checkpoint)
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
         if not path.is_file():
             raise EdgehalError(f"model {path}", "file not found",
                                "an edgehal checkpoint, a TorchScript or torch.export file, or an nn.Module")
-        from edgehal.foreign import identify, load_module
+        from edgehal.foreign import identify
 
         if identify(path).kind == "edgehal-checkpoint":
             given = [k for k, v in (("example_inputs", example_inputs), ("manifest", manifest),
@@ -113,28 +116,30 @@ def export(model_or_checkpoint: torch.nn.Module | PathLike, output: PathLike, *,
             from edgehal.export.onnx import export_onnx
 
             return export_onnx(path, output, options=options, data_root=data_dir, log=log)
-        module = load_module(path, trust_pickle=trust_pickle)
-        what = f"model {path}"
+        what = f"model file {path}"
     else:
         import torch
 
-        if not isinstance(model_or_checkpoint, torch.nn.Module):
-            raise EdgehalError("model", f"is a {type(model_or_checkpoint).__name__}",
+        if not isinstance(model, torch.nn.Module):
+            raise EdgehalError("model", f"is a {type(model).__name__}",
                                "a torch.nn.Module or the path of a checkpoint or TorchScript file")
-        module = model_or_checkpoint
-        what = f"model {type(module).__name__}"
+        path = None
+        what = f"model {type(model).__name__}"
     if data_dir is not None:
         raise EdgehalError("data_dir", f"cannot be given for {what}",
                            "example_inputs: the module's inputs are checked, not a data set's")
     if example_inputs is None:
         raise EdgehalError(what, "was given no example_inputs",
                            "a batch of real inputs (numpy array or tensor), the first axis the batch")
-    if manifest is None and not isinstance(getattr(module, "manifest", None), HeadManifest):
+    if manifest is None and (path is not None or not isinstance(getattr(model, "manifest", None), HeadManifest)):
         raise EdgehalError(what, "has no head manifest",
                            "manifest=HeadManifest.classifier(class_names=..., superclasses=..., input_shape=...)")
-    from edgehal.export.onnx import export_module
+    from edgehal.export.onnx import export_file, export_module
 
-    return export_module(module, output, example_inputs=example_inputs, manifest=manifest, options=options,
+    if path is not None:  # loaded and hashed (its sha256 is the artifact's recorded source) by export_file
+        return export_file(path, output, manifest=manifest, preprocessing=preprocessing,
+                           example_inputs=example_inputs, options=options, trust_pickle=trust_pickle, log=log)
+    return export_module(model, output, example_inputs=example_inputs, manifest=manifest, options=options,
                          preprocessing=preprocessing, log=log)
 
 

@@ -29,9 +29,6 @@ REPO = Path(__file__).resolve().parent.parent
 # The tiny ONNX fixture uses torch's TorchScript exporter (dynamo=False), which warns that it is legacy.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-NEEDS_EXPORT_MODULE = pytest.mark.xfail(strict=True, reason="needs export_module")
-
-
 def quiet(_: str) -> None:
     pass
 
@@ -127,6 +124,12 @@ def test_export_refuses_what_is_not_a_model(tmp_path):
     assert not (tmp_path / "out.onnx").exists()
 
 
+def test_export_a_checkpoint_refuses_a_manifest(digits_checkpoint, tmp_path):
+    with pytest.raises(EdgehalError, match="manifest | cannot be given with the edgehal checkpoint"):
+        api.export(digits_checkpoint, tmp_path / "out.onnx", manifest=HeadManifest.classifier(
+            class_names=list("0123456789"), input_shape=(1, 8, 8)))
+
+
 def test_export_of_a_module_needs_example_inputs_and_a_manifest(tmp_path):
     import torch
 
@@ -170,7 +173,6 @@ MANIFEST = dict(class_names=["cat", "dog", "car", "truck"],
                 input_shape=(3, 2, 2))
 
 
-@NEEDS_EXPORT_MODULE
 def test_export_a_module_kept_and_pruned(tmp_path):
     import onnxruntime as ort
     import torch
@@ -192,7 +194,29 @@ def test_export_a_module_kept_and_pruned(tmp_path):
     np.testing.assert_allclose(aux, want_aux.numpy(), atol=1e-4)
 
 
-@NEEDS_EXPORT_MODULE
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated; users still have its files
+def test_export_a_torchscript_file_and_refuse_a_state_dict(tmp_path):
+    import torch
+
+    module = _TwoHeads.build()
+    x = np.random.default_rng(0).standard_normal((8, 3, 2, 2)).astype(np.float32)
+    scripted = tmp_path / "two_heads.pt"
+    torch.jit.save(torch.jit.trace(module, torch.from_numpy(x)), str(scripted))
+    manifest = HeadManifest.classifier(**MANIFEST)
+    with pytest.raises(EdgehalError, match="has no head manifest"):
+        api.export(scripted, tmp_path / "ts.onnx", example_inputs=x)
+    report = api.export(scripted, tmp_path / "ts.onnx", example_inputs=x, manifest=manifest, log=quiet)
+    assert report.outputs == ["logits", "aux_kind"]
+    from edgehal.fileio import sha256_file
+
+    assert api.load(tmp_path / "ts.onnx").source_sha256 == sha256_file(scripted)
+    weights = tmp_path / "weights.pt"
+    torch.save(module.state_dict(), weights)
+    with pytest.raises(EdgehalError, match="weights but no architecture"):
+        api.export(weights, tmp_path / "sd.onnx", example_inputs=x, manifest=manifest, log=quiet)
+    assert not (tmp_path / "sd.onnx").exists()
+
+
 def test_export_a_checkpoint_matches_edgehal_export(digits_checkpoint, tmp_path):
     report = api.export(digits_checkpoint, tmp_path / "api.onnx", aux="prune", check_samples=32, log=quiet)
     result = CliRunner().invoke(main, ["export", str(digits_checkpoint), "-o", str(tmp_path / "cli.onnx"),

@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "## Python API"
 
@@ -49,7 +47,6 @@ def test_the_section_has_the_examples():
         == [re.escape("prune ('logits',)"), re.escape("(1, 2)")]
 
 
-@pytest.mark.xfail(strict=True, reason="needs export_module")
 def test_the_python_api_examples_run_as_written(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "EDGEHAL_DATA": os.environ.get("EDGEHAL_DATA", str(REPO.parent / "shared" / "data")),
