@@ -13,7 +13,8 @@ subpackages (``edgehal.export.onnx``, ``edgehal.bench.run``, ...). Whichever
 is imported first, the import system sets the package attribute to the
 subpackage, so the subpackage is made callable instead: ``edgehal.export`` is
 the package ``edgehal/export/`` and ``edgehal.export(...)`` calls
-:func:`edgehal.api.export`. Both uses keep working side by side.
+:func:`edgehal.api.export`. Both uses keep working side by side; ``inspect.signature``
+shows the function's, ``help()`` the package's (``help(edgehal.api.export)`` for the function).
 """
 
 from __future__ import annotations

@@ -293,6 +293,7 @@ class Server:
         self.port = options.port
         self._loop: Any = None
         self._stop_event: Any = None
+        self._stop_requested = False  # a stop() that comes before the loop exists
         self._ready = threading.Event()  # set once serving, or once the thread has ended
         self._error: BaseException | None = None
         self._lock = threading.Lock()
@@ -331,9 +332,8 @@ class Server:
     def _run(self) -> None:
         import asyncio
 
-        from edgehal.serve.app import (
-            _loop_factory,  # the server's own choice of event loop (uvloop)
-        )
+        # The event loop `edgehal serve` runs on (uvloop when installed).
+        from edgehal.serve.app import _loop_factory
 
         try:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -358,6 +358,8 @@ class Server:
         plane = self._plane
         with self._lock:
             self._loop, self._stop_event = loop, asyncio.Event()
+            if self._stop_requested:
+                self._stop_event.set()
         site = None
         try:
             site, self.host, self.port = await start_site(plane, self._options)
@@ -392,6 +394,7 @@ class Server:
     def stop(self) -> None:
         """Stop serving: finish the queued requests, close the port, join the thread. Idempotent."""
         with self._lock:
+            self._stop_requested = True
             loop, event = self._loop, self._stop_event
         if loop is not None and self._thread.is_alive():
             try:
