@@ -147,7 +147,7 @@ def export_module(model: torch.nn.Module, output: str | Path, *, example_inputs:
         x = np.concatenate([x] * reps)[:opts.batch_size]
     wrapper = HeadOutputs(model, full.head_names).eval()
     want = _run_torch(wrapper, x, full, check=True)  # refuses outputs that do not fit the manifest
-    kept_proto = _torch_export(wrapper, full, x, opts)
+    kept_proto = _torch_export(wrapper, full.input_name, full.head_names, x, opts, manifest=full)
     kept_nodes = len(kept_proto.graph.node)
     proto = prune_outputs(kept_proto, selected.head_names) if opts.aux == "prune" else kept_proto
     if opts.precision == "fp16":
@@ -371,10 +371,15 @@ def _run_torch(wrapper: HeadOutputs, x: np.ndarray, manifest: HeadManifest, *,
     return out
 
 
-def _torch_export(wrapper: HeadOutputs, manifest: HeadManifest, x: np.ndarray, opts: ExportOptions):
+def _torch_export(model: torch.nn.Module, input_name: str, names: Sequence[str], x: np.ndarray,
+                  opts: ExportOptions, *, manifest: HeadManifest | None = None):
+    """The one call of the exporter: ``model``'s outputs as the ONNX outputs ``names``.
+    ``manifest`` (for its sequence axis) defaults to ``model.manifest``."""
     import onnx
 
-    input_name, names = manifest.input_name, list(manifest.head_names)
+    manifest = manifest if manifest is not None else model.manifest
+    names = list(names)
+    wrapper = model if isinstance(model, HeadOutputs) else HeadOutputs(model, names).eval()
     example = torch.from_numpy(x[: min(len(x), 2)] if opts.batch_size is None else x)
     dynamic: dict[str, dict[int, str]] | None = None
     if opts.batch_size is None:
