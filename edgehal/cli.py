@@ -178,11 +178,10 @@ def export_cmd(checkpoint, output, aux, precision, opset, batch_size, fixed_sequ
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per channel.")
 def quantize(model, output, calib_data, calib_samples, calib_method, per_channel):
     """INT8 with explicit quantize/dequantize nodes from an FP32 MODEL (what TensorRT consumes too)."""
-    from edgehal.export.quantize import QuantizeOptions, quantize_int8
+    from edgehal import api
 
-    quantize_int8(model, output, calib_data=calib_data, log=click.echo,
-                  options=QuantizeOptions(calib_samples=calib_samples, method=calib_method,
-                                          per_channel=per_channel))
+    api.quantize(model, output, calib_data=calib_data, calib_samples=calib_samples, method=calib_method,
+                 per_channel=per_channel, log=click.echo)
 
 
 @main.command()
@@ -237,8 +236,9 @@ def parity(paths, reference, save_run, strict, split, data_dir, data, labels, ma
     An artifact exported from another checkpoint than the reference is
     reported (its recorded source sha256 differs), and fails with --strict.
     """
+    from edgehal import api
     from edgehal.artifact import artifact_kind
-    from edgehal.parity import run_parity, write_reports
+    from edgehal.parity import write_reports
 
     usage = ("CHECKPOINT ARTIFACT..., CHECKPOINT --save-run DIR, --reference DIR ARTIFACT..., or REFERENCE "
              "ARTIFACT... --data FOLDER")
@@ -280,9 +280,9 @@ def parity(paths, reference, save_run, strict, split, data_dir, data, labels, ma
         if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
             raise EdgehalError(f"--input-size {input_size!r}", "is not two positive integers", "H,W, e.g. 224,224")
         size = (int(parts[0]), int(parts[1]))
-    report = run_parity(checkpoint, artifacts, reference=reference, reference_artifact=reference_artifact,
-                        data=data, labels=labels, manifest=manifest_file, input_size=size, save_run=save_run,
-                        strict=strict, split=split, data_root=data_dir, batch_size=batch_size, tolerances=tolerances,
+    report = api.parity(reference or reference_artifact or checkpoint, artifacts, data=data, labels=labels,
+                        manifest=manifest_file, input_size=size, save_run=save_run, strict=strict, split=split,
+                        data_dir=data_dir, batch_size=batch_size, tolerances=tolerances,
                         head_map=head_map or None, precision=precision, log=click.echo)
     if not artifacts:
         click.echo(f"saved: compare on a target with edgehal parity --reference {save_run} ARTIFACT...")
@@ -335,18 +335,36 @@ def serve_cmd(models, host, port, max_batch_size, max_queue_delay_ms, max_queue_
     Ctrl-C, finishing queued requests.
     """
     import logging
+    import signal
+    import threading
 
-    from edgehal.serve.app import ServerOptions, serve
-    from edgehal.serve.repository import ModelOptions
+    from edgehal import api
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(list(models),
-          model_options=ModelOptions(
-              max_batch_size=max_batch_size, dynamic_batching=dynamic_batching,
-              max_queue_delay_ms=max_queue_delay_ms, max_queue_size=max_queue_size,
-              providers=tuple(p.strip() for p in providers.split(",") if p.strip()) if providers else None,
-              threads=threads),
-          server_options=ServerOptions(host=host, port=port, max_request_bytes=max_request_bytes))
+    # SIGTERM/SIGINT stop the server gracefully; one that comes while the models load or warm up
+    # stops it as soon as it is ready.
+    stop_requested = threading.Event()
+    running: list[api.Server] = []
+
+    def on_signal(signum, frame):
+        stop_requested.set()
+        for server in running:
+            server.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server = api.serve(list(models), host=host, port=port, max_batch_size=max_batch_size,
+                           dynamic_batching=dynamic_batching, max_queue_delay_ms=max_queue_delay_ms,
+                           max_queue_size=max_queue_size, max_request_bytes=max_request_bytes,
+                           providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
+                           threads=threads)
+        running.append(server)
+        if not stop_requested.is_set():
+            server.wait()
+        server.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # ---- bench, doctor ---------------------------------------------------------
@@ -407,16 +425,16 @@ def bench(artifacts, backends, batch_sizes, threads, device, warmup_runs, warmup
     measured while other work competed for the cores, is flagged unstable.
     Kept and pruned ONNX exports of one checkpoint are compared side by side.
     """
-    from edgehal.bench import BenchOptions, format_table, run_bench, write_reports
+    from edgehal import api
+    from edgehal.bench import format_table, write_reports
 
-    options = BenchOptions(
-        backends=backends, batch_sizes=tuple(batch_sizes or ()), threads=threads, device=device,
+    report = api.bench(
+        list(artifacts), backends=backends, batch_sizes=tuple(batch_sizes or ()), threads=threads, device=device,
         warmup_runs=warmup_runs, warmup_seconds=warmup_seconds, min_runs=min_runs, min_seconds=min_seconds,
         windows=windows, stability_threshold=stability_threshold, max_windows=max_windows,
         max_preemptions_per_s=max_preemptions or None, power=power,
         tegrastats_interval_ms=tegrastats_interval, note=note,
-    ).validate()
-    report = run_bench(artifacts, options, warn=lambda m: click.echo(f"warning: {m}", err=True))
+        warn=lambda m: click.echo(f"warning: {m}", err=True))
     click.echo(format_table(report))
     paths = write_reports(report, output_dir)
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -418,6 +418,84 @@ class HeadManifest:
             raise EdgehalError(_what(what), f"is not valid JSON ({getattr(exc, 'msg', exc)})") from None
         return cls.from_dict(raw, what=what)
 
+    # -- declaring a user's model ------------------------------------------
+    @classmethod
+    def classifier(cls, *, class_names: Sequence[str],
+                   superclasses: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+                   input_shape: Sequence[int], input_name: str = "input", model: str = "custom",
+                   feeds_main: bool = True) -> "HeadManifest":
+        """The manifest of a classifier with a main head ``logits`` and one auxiliary head per
+        entry of ``superclasses``.
+
+        ``superclasses`` maps an auxiliary head's name to ``{superclass name: [class names]}``;
+        every class of ``class_names`` must be in exactly one superclass of each head. The heads'
+        ``parent_map`` (main class index -> superclass index) is computed from it. ``feeds_main``
+        says whether the auxiliary heads feed the main head (HAL; pruning them then keeps their
+        nodes) or are training-only branches. ``input_shape`` excludes the batch axis.
+
+        Returns the manifest; raises :class:`EdgehalError` naming the first unknown, repeated or
+        missing class.
+        """
+        names = _class_names(class_names, what="class_names")
+        heads = [Head(name="logits", kind="main", level=0, class_names=names,
+                      description=f"{len(names)} classes")]
+        if superclasses is not None and not isinstance(superclasses, Mapping):
+            raise EdgehalError("superclasses", f"is a {type(superclasses).__name__}",
+                               "a mapping of head name -> {superclass name: [class names]}")
+        for head_name, groups in (superclasses or {}).items():
+            heads.append(_superclass_head(str(head_name), groups, names, feeds_main=feeds_main))
+        return cls(model=model, input_name=input_name, input_shape=tuple(input_shape), heads=tuple(heads))
+
+
+def _class_names(values: Any, *, what: str) -> tuple[str, ...]:
+    if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+        raise EdgehalError(what, f"is {values!r}", "a non-empty list of class names")
+    names = tuple(str(v) for v in values)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise EdgehalError(what, f"repeats {repeated[0]!r}", "each class name once")
+    return names
+
+
+def _superclass_head(name: str, groups: Any, class_names: tuple[str, ...], *, feeds_main: bool) -> Head:
+    """An auxiliary head from ``{superclass name: [class names]}``, refusing unknown, repeated and
+    missing classes by name (close matches suggested)."""
+    import difflib
+
+    from edgehal.hierarchy import validate_groups  # hierarchy imports this module
+
+    what = f"superclasses[{name!r}]"
+    if not isinstance(groups, Mapping) or not groups:
+        raise EdgehalError(what, f"is {groups!r}", "a non-empty mapping of superclass name -> [class names]")
+    index = {c: i for i, c in enumerate(class_names)}
+    owner: dict[str, str] = {}
+    indices = []
+    for superclass, members in groups.items():
+        if isinstance(members, str) or not isinstance(members, Sequence) or not members:
+            raise EdgehalError(f"{what}[{superclass!r}]", f"is {members!r}", "a non-empty list of class names")
+        for c in map(str, members):
+            if c not in index:
+                close = difflib.get_close_matches(c, class_names, n=3)
+                raise EdgehalError(f"{what}[{superclass!r}]", f"names the unknown class {c!r}",
+                                   f"did you mean {' or '.join(map(repr, close))}?" if close else
+                                   f"class names among {list(class_names)}")
+            if c in owner:
+                raise EdgehalError(what, f"puts class {c!r} in both {owner[c]!r} and {superclass!r}",
+                                   "each class in exactly one superclass")
+            owner[c] = str(superclass)
+        indices.append([index[c] for c in map(str, members)])
+    missing = [c for c in class_names if c not in owner]
+    if missing:
+        raise EdgehalError(what, f"leaves out the class{'es' if len(missing) > 1 else ''} "
+                           f"{', '.join(map(repr, missing))}", "every class in exactly one superclass")
+    validated = validate_groups(indices, num_classes=len(class_names), what=what)
+    parent = [0] * len(class_names)
+    for k, group in enumerate(validated):
+        for c in group:
+            parent[c] = k
+    return Head(name=name, kind="aux", level=1, class_names=tuple(map(str, groups)), parent_map=tuple(parent),
+                feeds_main=feeds_main, description=f"{len(groups)} superclasses")
+
 
 def _jsonable(value: Any) -> Any:
     """Tuples become lists so that a JSON round trip returns an equal manifest."""

@@ -162,3 +162,53 @@ def test_preprocessing_version_1_is_upgraded():
     p = Preprocessing.from_dict(uji)
     assert p.input_range == (-120.0, 0.0) and p.scale == 1.0
     assert p.details["coordinate_origin"] == [-7700.0, 4864740.0] and p.details["input_range"]["not_detected"] == 100
+
+
+# ---- HeadManifest.classifier: declaring a user's model --------------------------------
+
+ANIMALS = ("cat", "dog", "car", "truck", "ship")
+
+
+def test_classifier_computes_parent_maps_from_class_names():
+    superclasses = {"aux_kind": {"vehicle": ["car", "truck", "ship"], "animal": ["cat", "dog"]},
+                    "aux_road": {"road": ["car", "truck"], "other": ["cat", "dog", "ship"]}}
+    m = HeadManifest.classifier(class_names=ANIMALS, input_shape=(3, 32, 32), model="mine", superclasses=superclasses)
+    assert m.head_names == ("logits", "aux_kind", "aux_road") and m.main.class_names == ANIMALS
+    kind = m.head("aux_kind")
+    assert kind.kind == "aux" and kind.class_names == ("vehicle", "animal") and kind.feeds_main
+    assert kind.parent_map == (1, 1, 0, 0, 0)
+    assert m.head("aux_road").parent_map == (1, 1, 0, 0, 1)
+    assert m.model == "mine" and m.input_name == "input" and m.input_shape == (3, 32, 32)
+    assert HeadManifest.from_json(m.to_json()) == m
+    assert m.select("prune").head_names == ("logits",)
+
+
+def test_classifier_without_superclasses_has_one_head_and_feeds_main_is_recorded():
+    assert HeadManifest.classifier(class_names=["a", "b"], input_shape=(4,)).head_names == ("logits",)
+    m = HeadManifest.classifier(class_names=["a", "b"], input_shape=(4,), feeds_main=False,
+                                superclasses={"aux": {"x": ["a"], "y": ["b"]}})
+    assert m.head("aux").feeds_main is False
+
+
+@pytest.mark.parametrize("superclasses, message", [
+    ({"aux": {"vehicle": ["car", "truk", "ship"], "animal": ["cat", "dog"]}},
+     "superclasses['aux']['vehicle'] | names the unknown class 'truk'. Note: did you mean 'truck'?"),
+    ({"aux": {"vehicle": ["car", "truck"], "animal": ["cat", "dog"]}},
+     "superclasses['aux'] | leaves out the class 'ship'. Note: every class in exactly one superclass"),
+    ({"aux": {"vehicle": ["car", "truck", "ship", "dog"], "animal": ["cat", "dog"]}},
+     "superclasses['aux'] | puts class 'dog' in both 'vehicle' and 'animal'"),
+    ({"aux": {"vehicle": [], "animal": list(ANIMALS)}}, "superclasses['aux']['vehicle'] | is []"),
+    ({"aux": ["car"]}, "superclasses['aux'] | is ['car']"),
+    ({"logits": {"all": list(ANIMALS)}}, "duplicate head names"),
+])
+def test_classifier_refuses_bad_superclasses_by_name(superclasses, message):
+    with pytest.raises(EdgehalError) as err:
+        HeadManifest.classifier(class_names=ANIMALS, input_shape=(3, 8, 8), superclasses=superclasses)
+    assert message in str(err.value)
+
+
+def test_classifier_refuses_bad_class_names():
+    with pytest.raises(EdgehalError, match="class_names | repeats 'cat'"):
+        HeadManifest.classifier(class_names=["cat", "cat"], input_shape=(4,))
+    with pytest.raises(EdgehalError, match="a non-empty list of class names"):
+        HeadManifest.classifier(class_names="cat", input_shape=(4,))
