@@ -213,7 +213,7 @@ def parity(reference: PathLike | RunResult, artifacts: PathLike | Sequence[PathL
     checkpoint. Returns the :class:`~edgehal.parity.ParityReport` (write it
     with :func:`edgehal.parity.write_reports`).
     """
-    from edgehal.artifact import artifact_kind
+    from edgehal.artifact import SUFFIXES, artifact_kind
     from edgehal.parity import RunResult, run_parity
 
     common: dict[str, Any] = dict(split=split, data_root=data_dir, data=data, labels=labels, manifest=manifest,
@@ -221,8 +221,9 @@ def parity(reference: PathLike | RunResult, artifacts: PathLike | Sequence[PathL
                                   head_map=head_map, precision=precision, backends=backends, limit=limit,
                                   strict=strict, save_run=save_run, log=log)
     paths = _paths(artifacts, "artifacts")
-    if isinstance(reference, RunResult) or Path(reference).is_dir():
-        # a saved run: run_parity refuses the options that would give it a second source of samples
+    if isinstance(reference, RunResult) or Path(reference).suffix.lower() not in SUFFIXES:
+        # a saved run's folder (RunResult.load says what is wrong with any other path); run_parity
+        # refuses the options that would give it a second source of samples
         return run_parity(None, paths, reference=reference, **common)
     if artifact_kind(reference) == "checkpoint":
         return run_parity(reference, paths, **common)
