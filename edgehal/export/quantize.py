@@ -64,13 +64,29 @@ def calibration_inputs(model_path: Path, calib_data: str | Path, *, samples: int
         if not dataset:
             raise EdgehalError(f"ONNX model {model_path}", "does not record its data set",
                                "pass --calib-data as a .npy array of inputs")
-        x = build_dataset(dataset, root=src).train.x.float().numpy()
+        transform = meta.preprocessing.details.get("image_transform")
+        if transform is not None:
+            x = _image_folder_inputs(src, transform)
+        else:
+            x = build_dataset(dataset, root=src).train.x.float().numpy()
         if tuple(x.shape[1:]) != shape:
             raise EdgehalError(f"calibration data {src}", f"gives inputs of shape {tuple(x.shape[1:])}",
                                f"{shape} like the model input")
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(x), size=min(samples, len(x)), replace=False))
     return np.ascontiguousarray(x[idx])
+
+
+def _image_folder_inputs(src: Path, transform: dict) -> np.ndarray:
+    """A user's images (a tree's ``train/``, or a folder of class sub-folders), transformed as at training."""
+    from edgehal.data.image_folder import ImageTransform, read_image_folder
+
+    folder = src / "train" if (src / "train").is_dir() else src
+    if not folder.is_dir():
+        raise EdgehalError(f"calibration data {src}", "is not a folder",
+                           "the model's image tree (its train/ split is read), or a .npy array of inputs")
+    spec = ImageTransform.from_dict(transform, what=f"calibration data {src}: recorded image transform")
+    return read_image_folder(folder, transform=spec).x.float().numpy()
 
 
 def quantize_int8(model_path: str | Path, output: str | Path, *, calib_data: str | Path,

@@ -35,13 +35,27 @@ from edgehal.nets.torchvision_backbones import (
 )
 
 
-def torchvision_trunk(*, backbone: str, weights: str | None, input_shape: Sequence[int]) -> TorchvisionFeatures:
+def torchvision_trunk(*, backbone: str, weights: str | None, input_shape: Sequence[int],
+                      bn_momentum: float | None = None) -> TorchvisionFeatures:
     """torchvision network ``backbone`` as a feature extractor for inputs [C, H, W] = ``input_shape``,
-    checked on a zero input of that shape."""
+    checked on a zero input of that shape.
+
+    ``bn_momentum`` replaces the momentum of every batch-norm layer (None keeps the network's own).
+    Some torchvision networks track their batch statistics slowly (MobileNetV3: 0.01, set for
+    ImageNet schedules of hundreds of epochs); after a few hundred steps their running statistics are
+    still near the initial ones and the model in eval mode (export, parity, serving) predicts little
+    better than chance, while 0.1 (PyTorch's default) tracks them within a few dozen steps.
+    """
     if len(input_shape) != 3:
         raise EdgehalError("model.input_shape", f"is {list(input_shape)}",
                            "[C, H, W] (an image; torchvision backbones are 2-D networks)")
+    if bn_momentum is not None and not 0.0 < bn_momentum <= 1.0:
+        raise EdgehalError("model.bn_momentum", f"is {bn_momentum}", "a momentum in (0, 1], e.g. 0.1")
     features, _ = backbone_features(backbone, weights=weights, in_channels=int(input_shape[0]))
+    if bn_momentum is not None:
+        for module in features.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = float(bn_momentum)
     check_input(features, backbone=backbone, input_shape=input_shape)
     return features
 
@@ -65,7 +79,8 @@ class TorchvisionHAL(HALClassifier):
 def tv_hal(*, backbone: str = "mobilenet_v3_small", weights: str | None = None, dataset: str = "mnist",
            class_names: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
            mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-           aux: Sequence[AuxSpec] | None = None, aux_hidden: int = 64, dropout: float = 0.0) -> TorchvisionHAL:
+           aux: Sequence[AuxSpec] | None = None, aux_hidden: int = 64, dropout: float = 0.0,
+           bn_momentum: float | None = None) -> TorchvisionHAL:
     """A HAL classifier on torchvision network ``backbone`` (any name of
     ``torchvision_backbones.classification_backbones()`` whose classifier is a Linear layer).
 
@@ -74,13 +89,15 @@ def tv_hal(*, backbone: str = "mobilenet_v3_small", weights: str | None = None, 
     name}`` per auxiliary head; ``aux=[]`` is the baseline. ``class_names`` and ``input_shape``
     default to what ``dataset`` declares; a 1-channel input is repeated to 3 channels in the graph.
     ``mean``/``std`` default to 0.5 per channel (the trainer passes the data set's).
+    ``bn_momentum`` replaces the backbone's batch-norm momentum (see ``torchvision_trunk``; 0.1 for
+    a short training of MobileNetV3).
     """
     shape = input_shape_for(dataset=dataset, input_shape=input_shape)
     heads, hidden = hal_heads(dataset=dataset, class_names=class_names, aux=aux, aux_hidden=aux_hidden)
     manifest = HeadManifest(model="tv_hal", input_name="input", input_shape=shape, heads=tuple(heads),
                             dataset=dataset, notes={"backbone": f"torchvision {backbone}"})
     c = shape[0]
-    trunk = torchvision_trunk(backbone=backbone, weights=weights, input_shape=shape)
+    trunk = torchvision_trunk(backbone=backbone, weights=weights, input_shape=shape, bn_momentum=bn_momentum)
     return TorchvisionHAL(manifest=manifest, backbone=trunk, aux_hidden=hidden, mean=tuple(mean or [0.5] * c),
                           std=tuple(std or [0.5] * c), dropout=dropout)
 
@@ -128,13 +145,13 @@ def tv_hdcnn(*, backbone: str = "mobilenet_v3_small", weights: str | None = None
              case: str = "case1", class_names: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
              mean: Sequence[float] | None = None, std: Sequence[float] | None = None, combine: str = "weighted",
              branch_classes: str = "all", coarse_hidden: int = 64, branch_hidden: int = 64, dropout: float = 0.0,
-             branch_weight: float = 1.0) -> TorchvisionHDCNN:
+             branch_weight: float = 1.0, bn_momentum: float | None = None) -> TorchvisionHDCNN:
     """An HD-CNN on torchvision network ``backbone`` with the superclasses of ``case`` as coarse classes.
 
     The coarse head and the fine branches are MLPs (``coarse_hidden``/``branch_hidden`` wide,
     0: linear) on the pooled features. ``combine``: ``weighted`` (HD-CNN) or ``hard``;
     ``branch_classes``: ``all`` or ``group``, as for ``hdcnn``. ``weights``, ``class_names``,
-    ``input_shape``, ``mean`` and ``std`` as for ``tv_hal``.
+    ``input_shape``, ``mean``, ``std`` and ``bn_momentum`` as for ``tv_hal``.
     """
     if combine not in COMBINE_RULES:
         raise EdgehalError("model.combine", f"is {combine!r}", f"one of {COMBINE_RULES}")
@@ -149,7 +166,7 @@ def tv_hdcnn(*, backbone: str = "mobilenet_v3_small", weights: str | None = None
                                       input_shape=shape, combine=combine, branch_classes=branch_classes),
                        notes={"backbone": f"torchvision {backbone}"})
     c = shape[0]
-    trunk = torchvision_trunk(backbone=backbone, weights=weights, input_shape=shape)
+    trunk = torchvision_trunk(backbone=backbone, weights=weights, input_shape=shape, bn_momentum=bn_momentum)
     return TorchvisionHDCNN(manifest=manifest, backbone=trunk, groups=sc.groups, num_classes=len(names),
                             branch_classes=branch_classes, combine=combine, coarse_hidden=coarse_hidden,
                             branch_hidden=branch_hidden, mean=tuple(mean or [0.5] * c), std=tuple(std or [0.5] * c),

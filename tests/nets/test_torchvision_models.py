@@ -116,3 +116,18 @@ def test_superclass_mappings_may_name_the_classes_of_a_users_data(tmp_path):
     assert hal.manifest.head("aux_kind").parent_map == (1, 1, 0, 0, 1)
     hd = create_model("tv_hdcnn", backbone="mobilenet_v3_small", case=str(mapping), **own)
     assert hd.manifest.coarse_to_fine.groups == ((2, 3), (1, 0, 4))
+
+
+def test_bn_momentum_replaces_the_backbones_own_and_is_checked():
+    from torch import nn
+
+    def momenta(model):
+        return {m.momentum for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+    shape = dict(class_names=[str(i) for i in range(10)], input_shape=[1, 32, 32])
+    assert momenta(create_model("tv_hal", backbone="mobilenet_v3_small", **shape)) == {0.01}  # torchvision's
+    assert momenta(create_model("tv_hal", backbone="mobilenet_v3_small", bn_momentum=0.1, **shape)) == {0.1}
+    hd = create_model("tv_hdcnn", backbone="mobilenet_v3_small", bn_momentum=0.2, **shape)
+    assert {m.momentum for m in hd.trunk.modules() if isinstance(m, nn.BatchNorm2d)} == {0.2}
+    with pytest.raises(EdgehalError, match="model.bn_momentum"):
+        create_model("tv_hal", backbone="mobilenet_v3_small", bn_momentum=1.5, **shape)
