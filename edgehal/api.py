@@ -336,10 +336,10 @@ class Server:
         import asyncio
 
         # The event loop `edgehal serve` runs on (uvloop when installed).
-        from edgehal.serve.app import _loop_factory
+        from edgehal.serve.app import loop_factory
 
         try:
-            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
                 runner.run(self._serve())
         except BaseException as exc:  # handed to the caller's thread by _start
             self._error = exc
@@ -347,46 +347,21 @@ class Server:
             self._ready.set()
 
     async def _serve(self) -> None:
-        """Listen, warm up, turn ready, serve until stopped; then shut down as ``edgehal serve`` does.
-
-        Shutdown: readiness turns off, the listening socket closes, requests
-        already received are finished (up to ``shutdown_timeout``), the
-        batchers drain their queues, the sessions are freed.
-        """
+        """Serve until :meth:`stop`, as ``edgehal serve`` does (:func:`edgehal.serve.app.serve_until`)."""
         import asyncio
 
-        from edgehal.serve.app import start_site
+        from edgehal.serve.app import serve_until
 
-        loop = asyncio.get_running_loop()
-        plane = self._plane
         with self._lock:
-            self._loop, self._stop_event = loop, asyncio.Event()
+            self._loop, self._stop_event = asyncio.get_running_loop(), asyncio.Event()
             if self._stop_requested:
                 self._stop_event.set()
-        site = None
-        try:
-            site, self.host, self.port = await start_site(plane, self._options)
-            _serve_log.info("listening on http://%s:%d", self.host, self.port)
-            warm = loop.create_task(plane.start())
-            stopper = loop.create_task(self._stop_event.wait())
-            try:
-                await asyncio.wait({warm, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if warm.done():
-                    warm.result()  # a failed warm-up is fatal
-                    if not self._stop_event.is_set():
-                        _serve_log.info("ready")
-                    self._ready.set()
-                    await stopper
-            finally:
-                warm.cancel()
-                stopper.cancel()
-            plane.shutting_down = True
-            _serve_log.info("shutting down: finishing %d queued requests", plane.queued)
-        finally:
-            if site is not None:
-                await site.cleanup()
-            await plane.close()
-        _serve_log.info("stopped")
+
+        def listening(host: str, port: int) -> None:
+            self.host, self.port = host, port
+
+        await serve_until(self._plane, self._options, self._stop_event, on_listening=listening,
+                          on_ready=self._ready.set)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server has stopped (by :meth:`stop` from another thread or a signal

@@ -22,7 +22,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -254,10 +254,25 @@ def _unpickle_module(p: Path, *, what: str) -> torch.nn.Module:
 
 def load_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], *, what: str) -> torch.nn.Module:
     """``model.load_state_dict(weights)`` (strict), refused with the first mismatches named."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    misshapen = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    problems = state_dict_mismatches(model.state_dict(), weights)
+    if problems:
+        hint = "a state dict saved from this architecture (model.state_dict())"
+        if all(k.startswith("module.") for k in weights) and not all(k.startswith("module.")
+                                                                      for k in model.state_dict()):
+            hint += "; its keys start with 'module.' (saved from DataParallel): strip that prefix"
+        raise EdgehalError(what, f"weights do not fit {type(model).__name__}: {'; '.join(problems)}", hint)
+    model.load_state_dict(weights, strict=True)
+    return model.eval()
+
+
+def state_dict_mismatches(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], *,
+                          may_lack: Callable[[str], bool] = lambda key: False) -> list[str]:
+    """What keeps ``given`` from loading into a model whose state dict is ``own``, one phrase per kind:
+    the keys it lacks (except those ``may_lack``), the keys it has in excess, the shapes that differ;
+    each names the first few. Empty when it fits."""
+    missing = [k for k in own if k not in given and not may_lack(k)]
+    unexpected = [k for k in given if k not in own]
+    misshapen = [k for k in own if k in given and tuple(own[k].shape) != tuple(given[k].shape)]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys ({_first(missing)})")
@@ -265,15 +280,9 @@ def load_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], *,
         problems.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)})")
     if misshapen:
         k = misshapen[0]
-        problems.append(f"{len(misshapen)} shape mismatches (first {k}: file {list(weights[k].shape)}, "
+        problems.append(f"{len(misshapen)} shape mismatches (first {k}: file {list(given[k].shape)}, "
                         f"model {list(own[k].shape)})")
-    if problems:
-        hint = "a state dict saved from this architecture (model.state_dict())"
-        if unexpected and all(k.startswith("module.") for k in weights):
-            hint += "; its keys start with 'module.' (saved from DataParallel): strip that prefix"
-        raise EdgehalError(what, f"weights do not fit {type(model).__name__}: {'; '.join(problems)}", hint)
-    model.load_state_dict(weights, strict=True)
-    return model.eval()
+    return problems
 
 
 def _first(keys: Sequence[str], n: int = 3) -> str:

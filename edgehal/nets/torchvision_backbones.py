@@ -166,28 +166,13 @@ def load_weights(net: nn.Module, path: str | Path, *, backbone: str, removed: Se
     """
     state = {k: v for k, v in read_state_dict(path).items()
              if not any(k.startswith(prefix + ".") for prefix in removed)}
-    own = net.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
-                  if k in own and v.shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"lacks {len(missing)} keys of the model ({_first(missing)})")
-    if unexpected:
-        problems.append(f"has {len(unexpected)} keys the model does not ({_first(unexpected)})")
-    if mismatched:
-        key, theirs, ours = mismatched[0]
-        problems.append(f"key {key!r} is {list(theirs)} in the file but {list(ours)} in the model"
-                        + (f" (and {len(mismatched) - 1} more shape mismatches)" if len(mismatched) > 1 else ""))
+    from edgehal.foreign import state_dict_mismatches
+
+    problems = state_dict_mismatches(net.state_dict(), state, may_lack=lambda k: k.endswith("num_batches_tracked"))
     if problems:
         raise EdgehalError(f"weights file {path}", f"does not fit torchvision's {backbone}: " + "; ".join(problems),
                            f"the weights of a torchvision {backbone} (its classifier's keys are ignored)")
     net.load_state_dict(state, strict=False)
-
-
-def _first(keys: Sequence[str], n: int = 3) -> str:
-    return ", ".join(repr(k) for k in keys[:n]) + (", ..." if len(keys) > n else "")
 
 
 def check_input(features: nn.Module, *, backbone: str, input_shape: Sequence[int]) -> None:

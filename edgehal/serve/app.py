@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -39,7 +38,6 @@ from edgehal.errors import EdgehalError
 from edgehal.serve.dataplane import DataPlane
 from edgehal.serve.protocol import (InvalidRequest, ModelNotFound, PayloadTooLarge, Unavailable,
                                     dumps)
-from edgehal.serve.repository import ModelOptions, discover, load
 
 log = logging.getLogger("edgehal.serve")
 
@@ -263,20 +261,23 @@ def build_app(plane: DataPlane, options: ServerOptions) -> web.Application:
 # Running
 
 
-async def run_server(plane: DataPlane, options: ServerOptions) -> None:
-    """Listen, warm up, serve until SIGTERM/SIGINT, then shut down gracefully.
+async def serve_until(plane: DataPlane, options: ServerOptions, stop: asyncio.Event, *,
+                      on_listening: Callable[[str, int], None] | None = None,
+                      on_ready: Callable[[], None] | None = None) -> None:
+    """Listen, warm up, serve until ``stop`` is set, then shut down gracefully.
 
-    Shutdown: readiness turns off (new inference gets 503), the listening
-    socket closes, requests already received are finished (up to
+    ``on_listening(host, port)`` runs once the socket is bound (port 0 picks a
+    free one), ``on_ready()`` once every model is warmed up (a failed warm-up
+    raises instead). Shutdown: readiness turns off (new inference gets 503),
+    the listening socket closes, requests already received are finished (up to
     ``shutdown_timeout``), the batchers drain their queues, sessions are freed.
     """
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     runner = None
     try:
         runner, host, port = await start_site(plane, options)
+        if on_listening is not None:
+            on_listening(host, port)
         log.info("listening on http://%s:%d", host, port)
         warm = loop.create_task(plane.start())
         stopper = loop.create_task(stop.wait())
@@ -286,6 +287,8 @@ async def run_server(plane: DataPlane, options: ServerOptions) -> None:
                 warm.result()  # a failed warm-up is fatal
                 if not stop.is_set():
                     log.info("ready")
+                if on_ready is not None:
+                    on_ready()
                 await stopper
         finally:
             warm.cancel()
@@ -293,8 +296,6 @@ async def run_server(plane: DataPlane, options: ServerOptions) -> None:
         plane.shutting_down = True
         log.info("shutting down: finishing %d queued requests", plane.queued)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         if runner is not None:
             await runner.cleanup()
         await plane.close()
@@ -325,27 +326,7 @@ def _bound_address(runner: web.AppRunner, options: ServerOptions) -> tuple[str, 
     return options.host, options.port  # pragma: no cover
 
 
-def serve(paths: list[str], *, model_options: ModelOptions, server_options: ServerOptions,
-          inline: bool | None = None) -> None:
-    """Load the models, then serve them until SIGTERM/SIGINT (blocking)."""
-    import edgehal
-
-    models = load(discover(paths), model_options)
-    plane = DataPlane(models, server_name=SERVER_NAME, server_version=getattr(edgehal, "__version__", "0"),
-                      extensions=EXTENSIONS, inline=inline)
-    for d in plane.describe():
-        log.info("serving %(name)r version %(version)s: max_batch_size %(max_batch_size)d, dynamic batching "
-                 "%(dynamic_batching)s, max queue delay %(max_queue_delay_ms).3g ms, queue %(max_queue_size)d", d)
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(run_server(plane, server_options))
-    except BaseException:
-        for m in models:
-            m.close()
-        raise
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed (a faster event loop; optional), else asyncio's."""
     try:
         import uvloop  # type: ignore[import-not-found]
