@@ -68,7 +68,7 @@ def export(model: torch.nn.Module | PathLike, output: PathLike, *,
            aux: str = "keep", precision: str = "fp32", opset: int = 17, batch_size: int | None = None,
            fixed_sequence: bool = False, data_dir: PathLike | None = None, check_samples: int = 256,
            atol: float | None = None, preprocessing: Preprocessing | None = None, trust_pickle: bool = False,
-           log: Log = print) -> ExportReport:
+           input_shape: Sequence[int] | None = None, log: Log = print) -> ExportReport:
     """Export a model to ONNX at ``output``, checked against PyTorch before it is written.
 
     ``model`` is one of:
@@ -84,7 +84,8 @@ def export(model: torch.nn.Module | PathLike, output: PathLike, *,
     * the path of a TorchScript archive, a ``torch.export`` program, or (with
       ``trust_pickle=True``: unpickling runs code the file names) a pickled
       module, loaded by :func:`edgehal.foreign.load_module` and exported like a
-      module.
+      module; ``input_shape`` (C, H, W) may stand in for ``example_inputs``
+      there (the check then runs on random inputs, and says so).
 
     ``aux`` keeps the auxiliary heads as outputs (``keep``) or prunes them and
     every node only they need (``prune``); ``precision`` is ``fp32`` or
@@ -103,40 +104,52 @@ def export(model: torch.nn.Module | PathLike, output: PathLike, *,
         if not path.is_file():
             raise EdgehalError(f"model {path}", "file not found",
                                "an edgehal checkpoint, a TorchScript or torch.export file, or an nn.Module")
-        from edgehal.foreign import identify
+        from edgehal.foreign import identify, not_a_checkpoint
 
-        if identify(path).kind == "edgehal-checkpoint":
+        found = identify(path)
+        if found.kind == "edgehal-checkpoint":
             given = [k for k, v in (("example_inputs", example_inputs), ("manifest", manifest),
-                                    ("preprocessing", preprocessing)) if v is not None]
+                                    ("preprocessing", preprocessing), ("input_shape", input_shape))
+                     if v is not None]
             if given:
                 raise EdgehalError(given[0], f"cannot be given with the edgehal checkpoint {path}",
                                    "a checkpoint brings its own heads, preprocessing and data")
             from edgehal.export.onnx import export_onnx
 
             return export_onnx(path, output, options=options, data_root=data_dir, log=log)
-        what = f"model file {path}"
+        if manifest is None:  # what the file is, and what to give for it
+            raise not_a_checkpoint(found, what=f"model {path}")
+        if data_dir is not None:
+            raise EdgehalError("data_dir", f"cannot be given for the model file {path}",
+                               "example_inputs: the model's inputs are checked, not a data set's")
+        from edgehal.export.onnx import export_file
+
+        # loaded and hashed (its sha256 is the artifact's recorded source) by export_file, which also
+        # takes input_shape in place of example_inputs (random inputs, and it says so)
+        return export_file(path, output, manifest=manifest, preprocessing=preprocessing,
+                           example_inputs=example_inputs, input_shape=input_shape, options=options,
+                           trust_pickle=trust_pickle, log=log)
     else:
         import torch
 
         if not isinstance(model, torch.nn.Module):
             raise EdgehalError("model", f"is a {type(model).__name__}",
                                "a torch.nn.Module or the path of a checkpoint or TorchScript file")
-        path = None
         what = f"model {type(model).__name__}"
+    if input_shape is not None:
+        raise EdgehalError("input_shape", f"cannot be given for {what}",
+                           "example_inputs: a batch of real inputs for the module")
     if data_dir is not None:
         raise EdgehalError("data_dir", f"cannot be given for {what}",
                            "example_inputs: the module's inputs are checked, not a data set's")
     if example_inputs is None:
         raise EdgehalError(what, "was given no example_inputs",
                            "a batch of real inputs (numpy array or tensor), the first axis the batch")
-    if manifest is None and (path is not None or not isinstance(getattr(model, "manifest", None), HeadManifest)):
+    if manifest is None and not isinstance(getattr(model, "manifest", None), HeadManifest):
         raise EdgehalError(what, "has no head manifest",
                            "manifest=HeadManifest.classifier(class_names=..., superclasses=..., input_shape=...)")
-    from edgehal.export.onnx import export_file, export_module
+    from edgehal.export.onnx import export_module
 
-    if path is not None:  # loaded and hashed (its sha256 is the artifact's recorded source) by export_file
-        return export_file(path, output, manifest=manifest, preprocessing=preprocessing,
-                           example_inputs=example_inputs, options=options, trust_pickle=trust_pickle, log=log)
     return export_module(model, output, example_inputs=example_inputs, manifest=manifest, options=options,
                          preprocessing=preprocessing, log=log)
 

@@ -145,27 +145,28 @@ def export_cmd(checkpoint, output, aux, precision, opset, batch_size, fixed_sequ
     """
     from pathlib import Path
 
-    from edgehal.export import onnx as exporter
+    from edgehal import api
+    from edgehal.export.onnx import read_example_inputs
     from edgehal.foreign import read_head_manifest
 
-    opts = exporter.ExportOptions(aux=aux, opset=opset, batch_size=batch_size, fixed_sequence=fixed_sequence,
-                                  precision=precision, check_samples=check_samples, atol=atol)
     if manifest_file is None:
         for flag, value in (("--example-inputs", example_inputs), ("--input-shape", input_shape),
                             ("--trust-pickle", trust_pickle)):
             if value:
                 raise EdgehalError(flag, "needs --manifest", "--manifest heads.yaml naming the heads of a model "
                                    "file edgehal did not write; an edgehal checkpoint needs neither")
-        exporter.export_onnx(checkpoint, output, options=opts, data_root=data_dir, log=click.echo)
-        return
-    if data_dir is not None:
-        raise EdgehalError("--data-dir", "cannot be combined with --manifest",
-                           "--example-inputs x.npy: the check's inputs for a model file edgehal did not write")
-    manifest, preprocessing = read_head_manifest(manifest_file, input_shape=input_shape,
-                                                 model=Path(checkpoint).stem)
-    x = exporter.read_example_inputs(example_inputs) if example_inputs is not None else None
-    exporter.export_file(checkpoint, output, manifest=manifest, preprocessing=preprocessing, example_inputs=x,
-                         input_shape=input_shape, options=opts, trust_pickle=trust_pickle, log=click.echo)
+        manifest = preprocessing = x = None
+    else:
+        if data_dir is not None:
+            raise EdgehalError("--data-dir", "cannot be combined with --manifest",
+                               "--example-inputs x.npy: the check's inputs for a model file edgehal did not write")
+        manifest, preprocessing = read_head_manifest(manifest_file, input_shape=input_shape,
+                                                     model=Path(checkpoint).stem)
+        x = read_example_inputs(example_inputs) if example_inputs is not None else None
+    api.export(checkpoint, output, example_inputs=x, manifest=manifest, preprocessing=preprocessing,
+               input_shape=input_shape if manifest_file is not None else None, aux=aux, precision=precision,
+               opset=opset, batch_size=batch_size, fixed_sequence=fixed_sequence, data_dir=data_dir,
+               check_samples=check_samples, atol=atol, trust_pickle=trust_pickle, log=click.echo)
 
 
 @main.command()

@@ -203,10 +203,16 @@ def test_export_a_torchscript_file_and_refuse_a_state_dict(tmp_path):
     scripted = tmp_path / "two_heads.pt"
     torch.jit.save(torch.jit.trace(module, torch.from_numpy(x)), str(scripted))
     manifest = HeadManifest.classifier(**MANIFEST)
-    with pytest.raises(EdgehalError, match="has no head manifest"):
+    with pytest.raises(EdgehalError, match="is a TorchScript archive .*not an edgehal checkpoint.*--manifest"):
         api.export(scripted, tmp_path / "ts.onnx", example_inputs=x)
     report = api.export(scripted, tmp_path / "ts.onnx", example_inputs=x, manifest=manifest, log=quiet)
     assert report.outputs == ["logits", "aux_kind"]
+    # a shape in place of real inputs: the check runs on random ones, and the export says so
+    lines = []
+    api.export(scripted, tmp_path / "ts_random.onnx", input_shape=(3, 2, 2), manifest=manifest, log=lines.append)
+    assert (tmp_path / "ts_random.onnx").is_file() and any("random" in line for line in lines)
+    with pytest.raises(EdgehalError, match="input_shape"):
+        api.export(module, tmp_path / "m.onnx", input_shape=(3, 2, 2), manifest=manifest, example_inputs=x)
     from edgehal.fileio import sha256_file
 
     assert api.load(tmp_path / "ts.onnx").source_sha256 == sha256_file(scripted)
