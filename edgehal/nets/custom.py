@@ -14,7 +14,7 @@ their classes by hand.
 
 from __future__ import annotations
 
-import difflib
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Mapping, Sequence
 
@@ -22,12 +22,10 @@ import torch
 from torch import nn
 
 from edgehal.errors import EdgehalError
-from edgehal.hierarchy import SuperclassCase, aux_head_from_case, validate_groups
-from edgehal.manifest import Head, HeadManifest
+from edgehal.manifest import HeadManifest
 from edgehal.nets.base import InputNormalization
 from edgehal.nets.hal_head import HALClassifier
 
-MAIN_HEAD = "logits"
 _NO_SUPERCLASSES: Mapping[str, Mapping[str, Sequence[str]]] = MappingProxyType({})
 
 
@@ -64,16 +62,13 @@ def attach_hal_heads(backbone: nn.Module, *, input_shape: Sequence[int], class_n
     The feature width is found by running two zero inputs through ``backbone``.
     """
     shape = _check_input_shape(input_shape)
-    names = _check_class_names(class_names)
     if aux_hidden < 1:
         raise EdgehalError("aux_hidden", f"is {aux_hidden}", "a positive width of the auxiliary blocks")
+    # the heads are declared as HeadManifest.classifier declares any classifier's: superclasses by class name
+    manifest = replace(HeadManifest.classifier(class_names=class_names, superclasses=superclasses, input_shape=shape,
+                                               model=model, feeds_main=feeds_main),
+                       notes={"backbone": type(backbone).__name__})
     num_features, pool = probe_features(backbone, input_shape=shape)
-    heads = [Head(name=MAIN_HEAD, kind="main", level=0, class_names=names, description="class scores (logits)")]
-    for head_name, groups in superclasses.items():
-        case = superclass_case(head_name, groups, class_names=names)
-        heads.append(aux_head_from_case(case, name=head_name, feeds_main=feeds_main))
-    manifest = HeadManifest(model=model, input_name="input", input_shape=shape, heads=tuple(heads),
-                            notes={"backbone": type(backbone).__name__})
     channels = shape[0]
     mean_t = _per_channel(mean, 0.0, channels=channels, what="mean")
     std_t = _per_channel(std, 1.0, channels=channels, what="std")
@@ -110,43 +105,6 @@ def probe_features(backbone: nn.Module, *, input_shape: Sequence[int]) -> tuple[
     return int(out.shape[1]), out.ndim == 4
 
 
-def superclass_case(head: str, groups: Mapping[str, Sequence[str]], *,
-                    class_names: Sequence[str]) -> SuperclassCase:
-    """The superclasses ``{superclass name: [class names]}`` of auxiliary head ``head`` as class indices."""
-    what = f"superclasses[{head!r}]"
-    if not isinstance(head, str) or not head or head == MAIN_HEAD:
-        raise EdgehalError("superclasses", f"has the head name {head!r}",
-                           f"a non-empty name other than {MAIN_HEAD!r} (the main head's)")
-    if not isinstance(groups, Mapping) or not groups:
-        raise EdgehalError(what, f"is {groups!r}", "{superclass name: [class names]}, at least one superclass")
-    index = {name: i for i, name in enumerate(class_names)}
-    indices = []
-    for sup, members in groups.items():
-        if isinstance(members, str) or not isinstance(members, Sequence):
-            raise EdgehalError(f"{what}[{sup!r}]", f"is {members!r}", "a list of class names")
-        for c in members:
-            if c not in index:
-                close = difflib.get_close_matches(str(c), list(class_names), n=3)
-                raise EdgehalError(f"{what}[{sup!r}]", f"names the unknown class {c!r}",
-                                   (f"did you mean {' or '.join(repr(m) for m in close)}? " if close else "")
-                                   + f"one of class_names {list(class_names)}")
-        indices.append([index[c] for c in members])
-    seen: dict[str, str] = {}
-    for sup, members in groups.items():
-        for c in members:
-            if c in seen:
-                raise EdgehalError(what, f"puts class {c!r} in {seen[c]!r} and {sup!r}",
-                                   "each class in exactly one superclass")
-            seen[c] = sup
-    missing = [c for c in class_names if c not in seen]
-    if missing:
-        raise EdgehalError(what, f"leaves out the classes {missing}", "each class in exactly one superclass")
-    checked = validate_groups(indices, num_classes=len(class_names), what=what, class_names=class_names,
-                              superclass_names=[str(s) for s in groups])
-    return SuperclassCase(name=head, semantics="custom", groups=checked,
-                          superclass_names=tuple(str(s) for s in groups))
-
-
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in input_shape)
@@ -156,16 +114,6 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
         raise EdgehalError("input_shape", f"is {input_shape!r}",
                            "one sample's shape without the batch axis, e.g. [3, 32, 32]")
     return shape
-
-
-def _check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(class_names, str) or len(class_names) < 2:
-        raise EdgehalError("class_names", f"is {class_names!r}", "a list of at least two class names")
-    names = tuple(str(c) for c in class_names)
-    repeated = sorted({c for c in names if names.count(c) > 1})
-    if repeated:
-        raise EdgehalError("class_names", f"repeat {repeated}", "distinct class names, in label order")
-    return names
 
 
 def _per_channel(values: Sequence[float] | None, default: float, *, channels: int, what: str) -> tuple[float, ...]:

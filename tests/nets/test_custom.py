@@ -102,15 +102,15 @@ def test_bad_superclasses_are_refused_naming_the_class():
     with pytest.raises(EdgehalError, match=r"superclasses\['kind'\]\['animal'\] \| names the unknown class 'dgo'. "
                                            r"Note: did you mean 'dog'\?"):
         attach({"kind": {"animal": ["cat", "dgo"], "other": ["car", "bus", "apple"]}})
-    with pytest.raises(EdgehalError, match=r"puts class 'dog' in 'animal' and 'other'"):
+    with pytest.raises(EdgehalError, match=r"puts class 'dog' in both 'animal' and 'other'"):
         attach({"kind": {"animal": ["cat", "dog"], "other": ["dog", "car", "bus", "apple"]}})
-    with pytest.raises(EdgehalError, match=r"leaves out the classes \['apple'\]"):
+    with pytest.raises(EdgehalError, match=r"leaves out the class 'apple'"):
         attach({"kind": {"animal": ["cat", "dog"], "other": ["car", "bus"]}})
-    with pytest.raises(EdgehalError, match=r"has the head name 'logits'"):
+    with pytest.raises(EdgehalError, match=r"duplicate head names"):
         attach({"logits": {"animal": ["cat", "dog"], "other": ["car", "bus", "apple"]}})
     with pytest.raises(EdgehalError, match=r"\['kind'\]\['animal'\] \| is 'cat'"):
         attach({"kind": {"animal": "cat", "other": ["dog", "car", "bus", "apple"]}})
-    with pytest.raises(EdgehalError, match=r"class_names \| repeat \['cat'\]"):
+    with pytest.raises(EdgehalError, match=r"class_names \| repeats 'cat'"):
         attach({}, classes=["cat", "cat", "dog"])
 
 
