@@ -307,6 +307,7 @@ class Server:
         self.models = models
         self.host = options.host
         self.port = options.port
+        self.grpc_port = options.grpc_port  # 0: no gRPC
         self._loop: Any = None
         self._stop_event: Any = None
         self._stop_requested = False  # a stop() that comes before the loop exists
@@ -322,6 +323,12 @@ class Server:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def grpc_address(self) -> str | None:
+        """``HOST:PORT`` of the gRPC service, for ``tritonclient.grpc.InferenceServerClient(url=...)``;
+        None when it was not asked for (``grpc_port=0``)."""
+        return f"{self.host}:{self.grpc_port}" if self.grpc_port else None
 
     @property
     def running(self) -> bool:
@@ -373,8 +380,11 @@ class Server:
         def listening(host: str, port: int) -> None:
             self.host, self.port = host, port
 
+        def grpc_listening(port: int) -> None:
+            self.grpc_port = port
+
         await serve_until(self._plane, self._options, self._stop_event, on_listening=listening,
-                          on_ready=self._ready.set)
+                          on_ready=self._ready.set, on_grpc_listening=grpc_listening)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server has stopped (by :meth:`stop` from another thread or a signal
@@ -407,12 +417,16 @@ def serve(models: PathLike | Sequence[PathLike], *, host: str = "127.0.0.1", por
           max_batch_size: int = 64, dynamic_batching: bool = True, max_queue_delay_ms: float = 0.0,
           max_queue_size: int = 256, max_request_bytes: int = 64 * 1024 * 1024,
           providers: Sequence[str] | None = None, threads: int | None = None,
-          shutdown_timeout: float = 30.0) -> Server:
+          shutdown_timeout: float = 30.0, grpc_port: int = 0) -> Server:
     """Serve ONNX models and TensorRT engines over the Open Inference Protocol (KServe v2), in this process.
 
     ``models`` are .onnx files, engines, folders of them or Triton model
     repositories, as for ``edgehal serve``; each is served under its name.
-    ``port=0`` picks a free port (``Server.port``). The other options are
+    ``port=0`` picks a free port (``Server.port``). ``grpc_port`` also serves
+    the protocol's gRPC service (``inference.GRPCInferenceService``) on that
+    port of the same host (``Server.grpc_address``); 0, the default here, serves
+    HTTP only, so that a server in a test or a notebook does not take port
+    8001 unasked (``edgehal serve`` listens there by default). The other options are
     ``edgehal serve``'s (``--help``). The models are loaded here, so a bad
     model raises :class:`EdgehalError` in this thread and starts nothing.
     Returns a running :class:`Server` once every model is warmed up and
@@ -428,7 +442,7 @@ def serve(models: PathLike | Sequence[PathLike], *, host: str = "127.0.0.1", por
         max_batch_size=max_batch_size, dynamic_batching=dynamic_batching, max_queue_delay_ms=max_queue_delay_ms,
         max_queue_size=max_queue_size, providers=tuple(providers) if providers is not None else None,
         threads=threads)
-    server_options = ServerOptions(host=host, port=port, max_request_bytes=max_request_bytes,
+    server_options = ServerOptions(host=host, port=port, grpc_port=grpc_port, max_request_bytes=max_request_bytes,
                                    shutdown_timeout=shutdown_timeout)
     loaded = load_models(discover(_paths(models, "models")), model_options)
     try:

@@ -303,6 +303,9 @@ def parity(paths, reference, save_run, strict, split, data_dir, data, labels, ma
               help="Address to bind. Default: 127.0.0.1 (this machine only).")
 @click.option("--port", default=8000, type=click.IntRange(0, 65535),
               help="Port to listen on; 0 picks a free one (logged). Default: 8000.")
+@click.option("--grpc-port", default=8001, type=click.IntRange(0, 65535),
+              help="Port of the gRPC service (inference.GRPCInferenceService, as Triton's) on the same "
+                   "host and models; 0 serves HTTP only. Needs tritonclient[grpc]. Default: 8001.")
 @click.option("--max-batch-size", default=64, type=click.IntRange(min=0),
               help="Largest batch per model run, and per request; 0 disables the batch "
                    "dimension. A Triton config.pbtxt overrides it; a TensorRT engine's profile caps it. "
@@ -326,7 +329,7 @@ def parity(paths, reference, save_run, strict, split, data_dir, data, labels, ma
 @click.option("--log-level", default="info",
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="Log level; debug logs one line per request. Default: info.")
-def serve_cmd(models, host, port, max_batch_size, max_queue_delay_ms, max_queue_size, dynamic_batching,
+def serve_cmd(models, host, port, grpc_port, max_batch_size, max_queue_delay_ms, max_queue_size, dynamic_batching,
               max_request_bytes, providers, threads, log_level):
     """Serve ONNX models and TensorRT engines over the Open Inference Protocol (KServe v2) with dynamic batching.
 
@@ -356,7 +359,7 @@ def serve_cmd(models, host, port, max_batch_size, max_queue_delay_ms, max_queue_
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server = api.serve(list(models), host=host, port=port, max_batch_size=max_batch_size,
+        server = api.serve(list(models), host=host, port=port, grpc_port=grpc_port, max_batch_size=max_batch_size,
                            dynamic_batching=dynamic_batching, max_queue_delay_ms=max_queue_delay_ms,
                            max_queue_size=max_queue_size, max_request_bytes=max_request_bytes,
                            providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,

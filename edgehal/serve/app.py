@@ -76,6 +76,7 @@ class ServerOptions:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 0  # GRPCInferenceService on the same host (edgehal.serve.grpc); 0: none
     max_request_bytes: int = 64 * 1024 * 1024
     shutdown_timeout: float = 30.0
 
@@ -88,6 +89,8 @@ class ServerOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise EdgehalError("--port", f"is {self.port}", "0 to 65535 (0 picks a free port)")
+        if not 0 <= self.grpc_port <= 65535:
+            raise EdgehalError("--grpc-port", f"is {self.grpc_port}", "1 to 65535, or 0 for no gRPC")
         if self.max_request_bytes < 1024:
             raise EdgehalError("--max-request-bytes", f"is {self.max_request_bytes}", "at least 1024")
 
@@ -263,22 +266,35 @@ def build_app(plane: DataPlane, options: ServerOptions) -> web.Application:
 
 async def serve_until(plane: DataPlane, options: ServerOptions, stop: asyncio.Event, *,
                       on_listening: Callable[[str, int], None] | None = None,
-                      on_ready: Callable[[], None] | None = None) -> None:
+                      on_ready: Callable[[], None] | None = None,
+                      on_grpc_listening: Callable[[int], None] | None = None) -> None:
     """Listen, warm up, serve until ``stop`` is set, then shut down gracefully.
 
     ``on_listening(host, port)`` runs once the socket is bound (port 0 picks a
-    free one), ``on_ready()`` once every model is warmed up (a failed warm-up
-    raises instead). Shutdown: readiness turns off (new inference gets 503),
-    the listening socket closes, requests already received are finished (up to
-    ``shutdown_timeout``), the batchers drain their queues, sessions are freed.
+    free one), ``on_grpc_listening(port)`` once the gRPC port is (when
+    ``options.grpc_port`` is not 0), ``on_ready()`` once every model is warmed
+    up (a failed warm-up raises instead). Shutdown: readiness turns off (new
+    inference gets 503, or UNAVAILABLE), the listening sockets close, requests
+    already received are finished (up to ``shutdown_timeout``), the batchers
+    drain their queues, sessions are freed.
     """
     loop = asyncio.get_running_loop()
     runner = None
+    grpc_server = None
     try:
         runner, host, port = await start_site(plane, options)
         if on_listening is not None:
             on_listening(host, port)
         log.info("listening on http://%s:%d", host, port)
+        if options.grpc_port:
+            # grpcio and the protocol's generated modules are imported only when asked for
+            from edgehal.serve.grpc import start_grpc
+
+            grpc_server, grpc_port = await start_grpc(plane, host=options.host, port=options.grpc_port,
+                                                      max_request_bytes=options.max_request_bytes)
+            if on_grpc_listening is not None:
+                on_grpc_listening(grpc_port)
+            log.info("listening on grpc://%s:%d", options.host, grpc_port)
         warm = loop.create_task(plane.start())
         stopper = loop.create_task(stop.wait())
         try:
@@ -296,8 +312,12 @@ async def serve_until(plane: DataPlane, options: ServerOptions, stop: asyncio.Ev
         plane.shutting_down = True
         log.info("shutting down: finishing %d queued requests", plane.queued)
     finally:
+        cleanups = []
+        if grpc_server is not None:
+            cleanups.append(grpc_server.stop(grace=options.shutdown_timeout))
         if runner is not None:
-            await runner.cleanup()
+            cleanups.append(runner.cleanup())
+        await asyncio.gather(*cleanups)
         await plane.close()
     log.info("stopped")
 

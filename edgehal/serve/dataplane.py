@@ -11,16 +11,20 @@ import asyncio
 import logging
 import time
 from time import perf_counter_ns
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+import numpy as np
 
 from edgehal.host import usable_cores
 from edgehal.serve.batcher import DynamicBatcher, RequestTimes
 from edgehal.serve.metrics import Metrics, ModelStats
-from edgehal.serve.protocol import (ModelNotFound, Unavailable, decode_infer_request, dumps,
+from edgehal.serve.protocol import (InferRequest, ModelNotFound, Unavailable, decode_infer_request, dumps,
                                     encode_infer_response, model_metadata)
 from edgehal.serve.repository import LoadedModel
 
 log = logging.getLogger("edgehal.serve")
+
+T = TypeVar("T")
 
 
 class ServedModel:
@@ -134,17 +138,25 @@ class DataPlane:
     # -- inference ---------------------------------------------------------
     async def infer(self, served: ServedModel, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
         """Validate, queue for the batcher, encode: the response body and its JSON header length."""
+        io = served.io
+        return await self.run(served, lambda: decode_infer_request(body, header_length, io),
+                              lambda request, outputs: encode_infer_response(io, request, outputs))
+
+    async def run(self, served: ServedModel, decode: Callable[[], InferRequest],
+                  encode: Callable[[InferRequest, Mapping[str, np.ndarray]], T]) -> T:
+        """One inference whatever the transport: ``decode()`` builds and validates the request,
+        the batcher runs it, ``encode(request, outputs)`` builds the answer; statistics either way."""
         t0 = perf_counter_ns()
         stats = served.stats
         try:
             if not served.ready:
                 self.check_model_ready(served)
-            request = decode_infer_request(body, header_length, served.io)
+            request = decode()
             times = RequestTimes()
             submitted = perf_counter_ns()
             outputs = await served.batcher.submit(request.inputs, request.batch, times)
             resumed = perf_counter_ns()
-            result = encode_infer_response(served.io, request, outputs)
+            result = encode(request, outputs)
         except BaseException:
             stats.failure += 1
             stats.failure_ns += perf_counter_ns() - t0

@@ -220,6 +220,12 @@ def decode_infer_request(body: bytes, header_length: str | None, io: ModelIO) ->
     return request
 
 
+def decode_infer_document(doc: Mapping[str, Any], body: bytes, io: ModelIO) -> InferRequest:
+    """Validate an already parsed ``$inference_request`` whose binary inputs (``binary_data_size``)
+    lie in ``body`` one after another: the seam for transports other than HTTP/JSON (gRPC)."""
+    return _decode(doc, body, 0, io)[0]
+
+
 def _decode(doc: Any, body: bytes, hl: int, io: ModelIO) -> tuple[InferRequest, list[tuple] | None]:
     """The full parse; also returns the binary inputs' layout when every input is binary."""
     size = len(body)
@@ -539,6 +545,22 @@ def encode_infer_response(io: ModelIO, request: InferRequest,
     if plan is not None and plan.cache_response:
         plan.response_header, plan.response_size = header, sum(len(b) for b in blobs)
     return b"".join([header, *blobs]), len(header)
+
+
+def raw_outputs(io: ModelIO, request: InferRequest,
+                results: Mapping[str, np.ndarray]) -> list[tuple[str, str, list[int], bytes]]:
+    """The requested outputs as ``(name, datatype, shape, raw bytes)``, in the binary tensor
+    layout (BYTES as 4-byte little-endian lengths and their bytes); top-k classes as BYTES."""
+    out = []
+    for ro in request.outputs:
+        arr = results[ro.name]
+        datatype = io.output_by_name[ro.name].datatype
+        if ro.classification:
+            arr = classify(arr, ro.classification, io.labels.get(ro.name, ()))
+            datatype = "BYTES"
+        raw = _serialize_bytes(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).tobytes()
+        out.append((ro.name, datatype, list(arr.shape), raw))
+    return out
 
 
 def model_metadata(io: ModelIO, *, versions: Sequence[str], platform: str,

@@ -191,7 +191,7 @@ def run_server(models: list[Path], log_dir: Path, *args: str, ready_timeout: flo
     log_path = log_dir / f"server-{time.monotonic_ns()}.log"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "edgehal.cli", "serve", *map(str, models), "--host", "127.0.0.1",
-           "--port", "0", "--threads", "1", *args]
+           "--port", "0", "--grpc-port", "0", "--threads", "1", *args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     server = None

@@ -1,0 +1,265 @@
+"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService`` (KServe v2, as Triton serves it).
+
+It runs on grpc.aio in the HTTP server's event loop and hands off to the same
+:class:`~edgehal.serve.dataplane.DataPlane`: the same models, batchers, queue
+limits and statistics. The protocol's messages are the generated modules
+``tritonclient[grpc]`` ships (``tritonclient.grpc.service_pb2``,
+``service_pb2_grpc``, ``model_config_pb2``), imported when the gRPC server
+starts; none is written here.
+
+A ``ModelInferRequest`` becomes the same ``$inference_request`` document the HTTP
+path parses, with every ``raw_input_contents`` entry as a binary input, and goes
+through the same validation (:func:`~edgehal.serve.protocol.decode_infer_document`);
+the outputs come back as ``raw_output_contents`` (as Triton answers). Typed
+``contents`` are accepted too. Exceptions become status codes in one table
+(:func:`error_codes`), the classes of HTTP's table in the same order:
+
+=========================================  ===================
+invalid input (``InvalidRequest``)          INVALID_ARGUMENT
+message over ``--max-request-bytes``        RESOURCE_EXHAUSTED (refused by grpc itself)
+unknown model or version                    NOT_FOUND
+not ready, shutting down, queue full        UNAVAILABLE
+anything else (a bug)                       INTERNAL
+=========================================  ===================
+
+``ModelReady`` of an unknown model answers ``ready: false`` rather than NOT_FOUND,
+as Triton does: clients ask it to learn a yes or no.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Awaitable, Callable
+
+from edgehal.errors import EdgehalError
+from edgehal.serve.dataplane import DataPlane, ServedModel
+from edgehal.serve.protocol import (
+    InferRequest,
+    InvalidRequest,
+    ModelNotFound,
+    PayloadTooLarge,
+    Unavailable,
+    decode_infer_document,
+    loads,
+    raw_outputs,
+)
+
+log = logging.getLogger("edgehal.serve")
+
+# The typed ``InferTensorContents`` field of each datatype; FP16 and BF16 have none (raw only).
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+@functools.cache
+def error_codes() -> tuple[tuple[type[BaseException], Any], ...]:
+    """The one table from exception class to gRPC status code (grpc is imported lazily)."""
+    import grpc
+
+    # Most specific first; the first matching class wins.
+    return ((PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+            (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+            (ModelNotFound, grpc.StatusCode.NOT_FOUND),
+            (Unavailable, grpc.StatusCode.UNAVAILABLE),
+            (EdgehalError, grpc.StatusCode.INVALID_ARGUMENT))  # a runner's own input check
+
+
+
+def code_of(exc: BaseException) -> tuple[Any, str]:
+    """The gRPC status code and message for an exception raised while serving."""
+    import grpc
+
+    for cls, code in error_codes():
+        if isinstance(exc, cls):
+            return code, str(exc)
+    return grpc.StatusCode.INTERNAL, f"internal error ({exc.__class__.__name__}: {exc})"
+
+
+def _param_value(p: Any) -> Any:
+    choice = p.WhichOneof("parameter_choice")
+    return None if choice is None else getattr(p, choice)
+
+
+def _serialize_bytes(values: Any) -> bytes:
+    return b"".join(len(v).to_bytes(4, "little") + v for v in values)
+
+
+def request_document(request: Any) -> tuple[dict[str, Any], bytes]:
+    """A ``ModelInferRequest`` as the ``$inference_request`` document the HTTP path parses, and the
+    bytes of its binary inputs (``raw_input_contents``, and typed BYTES) one after another."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidRequest("raw_input_contents", f"has {len(raw)} entries for {len(request.inputs)} inputs",
+                             "one entry per input, or none (typed contents)")
+    inputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for i, t in enumerate(request.inputs):
+        what = f"input {t.name!r}"
+        params = {k: _param_value(v) for k, v in t.parameters.items() if k != "binary_data_size"}
+        entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+        field = CONTENTS_FIELD.get(t.datatype)
+        typed = t.HasField("contents") and any(len(getattr(t.contents, f)) for f in set(CONTENTS_FIELD.values()))
+        if raw:
+            if typed:
+                raise InvalidRequest(what, "has both contents and raw_input_contents", "one of them")
+            params["binary_data_size"] = len(raw[i])
+            blobs.append(raw[i])
+        elif field == "bytes_contents":
+            blob = _serialize_bytes(t.contents.bytes_contents)
+            params["binary_data_size"] = len(blob)
+            blobs.append(blob)
+        elif field is not None and typed:
+            entry["data"] = list(getattr(t.contents, field))
+        if params:
+            entry["parameters"] = params
+        inputs.append(entry)
+    outputs = []
+    for o in request.outputs:
+        entry = {"name": o.name}
+        k = o.parameters.get("classification")
+        if k is not None:
+            entry["parameters"] = {"classification": _param_value(k)}
+        outputs.append(entry)
+    doc: dict[str, Any] = {"inputs": inputs}
+    if request.id:
+        doc["id"] = request.id
+    if outputs:
+        doc["outputs"] = outputs
+    return doc, b"".join(blobs)
+
+
+class InferenceServicer:
+    """``GRPCInferenceService``'s health, metadata, inference and statistics RPCs on a data plane.
+
+    The RPCs not served here (shared memory, repository control, tracing, logging,
+    streaming) answer UNIMPLEMENTED, from the generated base class.
+    """
+
+    def __init__(self, plane: DataPlane, pb: Any, config_pb: Any) -> None:
+        from google.protobuf import json_format
+
+        self.plane = plane
+        self.pb = pb
+        self._parse = json_format.ParseDict
+        self.server_metadata = self._parse(loads(plane.server_metadata_body), pb.ServerMetadataResponse(),
+                                           ignore_unknown_fields=True)
+        self._config_pb = config_pb
+        self._metadata: dict[int, Any] = {}  # id(ServedModel) -> ModelMetadataResponse
+        self._config: dict[int, Any] = {}
+
+    def _get(self, name: str, version: str) -> ServedModel:
+        return self.plane.get(name, version or None)
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return self.pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return self.pb.ServerReadyResponse(ready=self.plane.ready)
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        try:
+            served = self._get(request.name, request.version)
+        except ModelNotFound:
+            return self.pb.ModelReadyResponse(ready=False)
+        return self.pb.ModelReadyResponse(ready=served.ready and not self.plane.shutting_down)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        return self.server_metadata
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        served = self._get(request.name, request.version)
+        doc = self._metadata.get(id(served))
+        if doc is None:  # the metadata's edgehal parameters have no field in this message
+            doc = self._metadata[id(served)] = self._parse(
+                loads(served.metadata_body), self.pb.ModelMetadataResponse(), ignore_unknown_fields=True)
+        return doc
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:
+        served = self._get(request.name, request.version)
+        doc = self._config.get(id(served))
+        if doc is None:
+            config = self._parse(loads(served.config_body), self._config_pb.ModelConfig())
+            doc = self._config[id(served)] = self.pb.ModelConfigResponse(config=config)
+        return doc
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:
+        doc = loads(self.plane.statistics_body(request.name or None, request.version or None))
+        return self._parse(doc, self.pb.ModelStatisticsResponse(), ignore_unknown_fields=True)
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        served = self._get(request.model_name, request.model_version)
+        io = served.io
+        pb = self.pb
+
+        def decode() -> InferRequest:
+            doc, body = request_document(request)
+            return decode_infer_document(doc, body, io)
+
+        def encode(infer: InferRequest, results: Any) -> Any:
+            response = pb.ModelInferResponse(model_name=io.name, model_version=io.version, id=infer.id or "")
+            for name, datatype, shape, raw in raw_outputs(io, infer, results):
+                response.outputs.add(name=name, datatype=datatype, shape=shape)
+                response.raw_output_contents.append(raw)
+            return response
+
+        return await self.plane.run(served, decode, encode)
+
+
+def _guarded(method: Callable[[Any, Any], Awaitable[Any]], name: str) -> Callable[[Any, Any], Awaitable[Any]]:
+    """The RPC with the exceptions of serving turned into its status (:func:`code_of`)."""
+    import grpc
+
+    async def rpc(request: Any, context: Any) -> Any:
+        try:
+            return await method(request, context)
+        except Exception as exc:
+            code, message = code_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("bug while serving gRPC %s", name)
+            await context.abort(code, message)
+
+    return rpc
+
+
+_RPCS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
+         "ModelStatistics", "ModelInfer")
+
+
+def _grpc_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def start_grpc(plane: DataPlane, *, host: str, port: int, max_request_bytes: int) -> tuple[Any, int]:
+    """Listen for ``GRPCInferenceService`` on ``host:port`` in the running event loop; the
+    ``grpc.aio`` server (the caller stops it) and the bound port. Messages over
+    ``max_request_bytes`` are refused by grpc with RESOURCE_EXHAUSTED."""
+    try:
+        import grpc
+        from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+    except ImportError as exc:
+        raise EdgehalError("gRPC serving", f"needs grpcio and tritonclient[grpc] ({exc})",
+                           "pip install 'edgehal[serve]', or --grpc-port 0 for HTTP only") from None
+    servicer = InferenceServicer(plane, service_pb2, model_config_pb2)
+    base = service_pb2_grpc.GRPCInferenceServiceServicer()
+    # grpc looks the handlers up by name on the object it is given: ours, guarded, where we
+    # serve the RPC; the generated base class's UNIMPLEMENTED answers elsewhere.
+    for name in _RPCS:
+        setattr(base, name, _guarded(getattr(servicer, name), name))
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_request_bytes),
+                                      ("grpc.max_send_message_length", -1),
+                                      ("grpc.so_reuseport", 0)])
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(base, server)
+    try:
+        bound = server.add_insecure_port(_grpc_address(host, port))
+    except RuntimeError as exc:
+        raise EdgehalError(f"gRPC address {host}:{port}", f"cannot be bound ({exc})",
+                           "a free port for --grpc-port, or 0 to serve HTTP only") from None
+    if bound == 0:  # older grpc reports a failed bind this way
+        raise EdgehalError(f"gRPC address {host}:{port}", "cannot be bound",
+                           "a free port for --grpc-port, or 0 to serve HTTP only")
+    await server.start()
+    return server, bound

@@ -1,0 +1,201 @@
+"""The gRPC service (edgehal.serve.grpc) driven by the real ``tritonclient.grpc`` client (and, for what
+that client cannot send, the generated stub it ships) against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from typing import Iterator
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+import edgehal
+from edgehal.errors import EdgehalError
+
+MAX_REQUEST_BYTES = 1 << 20
+MODEL = "hal_mnist"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def grpc_server(model_path) -> Iterator[edgehal.Server]:
+    with edgehal.serve([model_path], grpc_port=free_port(), threads=1, max_batch_size=8,
+                       max_request_bytes=MAX_REQUEST_BYTES) as server:
+        yield server
+
+
+@pytest.fixture
+def client(grpc_server) -> Iterator[grpcclient.InferenceServerClient]:
+    c = grpcclient.InferenceServerClient(url=grpc_server.grpc_address)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def stub(grpc_server) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub]:
+    with grpc.insecure_channel(grpc_server.grpc_address) as channel:
+        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 1, 28, 28)).astype(np.float32)
+
+
+def infer_input(x: np.ndarray) -> grpcclient.InferInput:
+    i = grpcclient.InferInput("input", list(x.shape), "FP32")
+    i.set_data_from_numpy(x)
+    return i
+
+
+def stats(client: grpcclient.InferenceServerClient) -> service_pb2.ModelStatistics:
+    (entry,) = client.get_inference_statistics(MODEL).model_stats
+    return entry
+
+
+def code_of(call) -> grpc.StatusCode:
+    """The status code of the error tritonclient raises (it reports it as ``str(StatusCode.X)``)."""
+    with pytest.raises(InferenceServerException) as info:
+        call()
+    return next(c for c in grpc.StatusCode if str(c) == info.value.status())
+
+
+def test_grpc_listens_on_its_own_port_and_is_off_by_default_in_the_api(grpc_server, model_path):
+    assert grpc_server.grpc_port not in (0, grpc_server.port)
+    assert grpc_server.grpc_address == f"127.0.0.1:{grpc_server.grpc_port}"
+    with edgehal.serve([model_path], threads=1) as plain:
+        assert plain.grpc_port == 0 and plain.grpc_address is None
+
+
+def test_health_and_metadata(client):
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, "1")
+    assert not client.is_model_ready("no_such_model")
+    meta = client.get_server_metadata()
+    assert meta.name == "edgehal" and "statistics" in meta.extensions
+    model = client.get_model_metadata(MODEL)
+    assert (model.name, list(model.versions), model.platform) == (MODEL, ["1"], "onnxruntime_onnx")
+    assert [(t.name, t.datatype, list(t.shape)) for t in model.inputs] == [("input", "FP32", [-1, 1, 28, 28])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in model.outputs] == [
+        ("logits", "FP32", [-1, 10]), ("aux_case1", "FP32", [-1, 2])]
+
+
+def test_model_config_from_the_models_metadata(client):
+    config = client.get_model_config(MODEL).config
+    assert (config.name, config.platform, config.max_batch_size) == (MODEL, "onnxruntime_onnx", 8)
+    fp32 = model_config_pb2.TYPE_FP32
+    assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("input", fp32, [1, 28, 28])]
+    assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [
+        ("logits", fp32, [10]), ("aux_case1", fp32, [2])]
+
+
+def test_infer_raw_inputs_equals_onnxruntime(client, ort_session):
+    x = images(3)
+    logits, aux = ort_session.run(["logits", "aux_case1"], {"input": x})
+    result = client.infer(MODEL, [infer_input(x)], request_id="r-1")
+    np.testing.assert_allclose(result.as_numpy("logits"), logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.as_numpy("aux_case1"), aux, rtol=1e-5, atol=1e-6)
+    response = result.get_response()
+    assert (response.model_name, response.model_version, response.id) == (MODEL, "1", "r-1")
+
+
+def test_infer_a_requested_subset_of_outputs(client, ort_session):
+    x = images(2, seed=1)
+    result = client.infer(MODEL, [infer_input(x)], outputs=[grpcclient.InferRequestedOutput("aux_case1")])
+    assert [o.name for o in result.get_response().outputs] == ["aux_case1"]
+    assert result.as_numpy("logits") is None
+    np.testing.assert_allclose(result.as_numpy("aux_case1"), ort_session.run(["aux_case1"], {"input": x})[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_infer_classification_of_an_output(client, ort_session):
+    x = images(2, seed=2)
+    result = client.infer(MODEL, [infer_input(x)],
+                          outputs=[grpcclient.InferRequestedOutput("logits", class_count=3)])
+    top = result.as_numpy("logits")
+    assert top.shape == (2, 3)
+    logits = ort_session.run(["logits"], {"input": x})[0]
+    for row, scores in zip(top, logits):
+        assert [int(v.split(b":")[1]) for v in row] == list(np.argsort(-scores, kind="stable")[:3])
+
+
+def test_infer_typed_contents(stub, ort_session):
+    x = images(1, seed=3)
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    t = request.inputs.add(name="input", datatype="FP32", shape=list(x.shape))
+    t.contents.fp32_contents.extend(x.reshape(-1).tolist())
+    response = stub.ModelInfer(request)
+    assert [o.name for o in response.outputs] == ["logits", "aux_case1"]
+    logits = np.frombuffer(response.raw_output_contents[0], dtype=np.float32).reshape(1, 10)
+    np.testing.assert_allclose(logits, ort_session.run(["logits"], {"input": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_statistics_count_the_requests_over_grpc_and_http(client, grpc_server):
+    before = stats(client)
+    for n in (1, 2, 3):
+        client.infer(MODEL, [infer_input(images(n))])
+    bad = images(1)[:, :, :5]
+    with pytest.raises(InferenceServerException):
+        client.infer(MODEL, [infer_input(bad)])
+    after = stats(client)
+    assert after.inference_stats.success.count - before.inference_stats.success.count == 3
+    assert after.inference_count - before.inference_count == 6
+    assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1
+    # one data plane: the HTTP statistics are the same numbers
+    with urllib.request.urlopen(f"{grpc_server.url}/v2/models/{MODEL}/stats", timeout=30) as r:
+        (http_stats,) = json.load(r)["model_stats"]
+    assert http_stats["inference_count"] == after.inference_count
+    assert http_stats["inference_stats"]["success"]["count"] == after.inference_stats.success.count
+    assert [s.name for s in client.get_inference_statistics().model_stats] == [MODEL]
+
+
+def test_errors_map_to_status_codes_and_the_server_stays_ready(client, stub):
+    x = images(1)
+    assert code_of(lambda: client.infer("no_such_model", [infer_input(x)])) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: client.get_model_metadata("no_such_model")) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: client.get_model_metadata(MODEL, "7")) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: client.get_inference_statistics("no_such_model")) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: client.infer(MODEL, [infer_input(x[:, :, :27])])) == grpc.StatusCode.INVALID_ARGUMENT
+    wrong_type = grpcclient.InferInput("input", [1, 1, 28, 28], "FP64")
+    wrong_type.set_data_from_numpy(x.astype(np.float64))
+    assert code_of(lambda: client.infer(MODEL, [wrong_type])) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(lambda: client.infer(MODEL, [infer_input(images(9))])) == grpc.StatusCode.INVALID_ARGUMENT
+
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
+    request.raw_input_contents.append(x.tobytes()[:-4])  # a wrong byte length
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "binary_data_size" in info.value.details() and "3136 bytes" in info.value.details()
+
+    too_big = np.zeros((400, 1, 28, 28), np.float32)  # 1.25 MiB
+    assert too_big.nbytes > MAX_REQUEST_BYTES
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="input", datatype="FP32", shape=list(too_big.shape))
+    request.raw_input_contents.append(too_big.tobytes())
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    assert client.is_server_ready() and client.is_model_ready(MODEL)
+    assert client.infer(MODEL, [infer_input(x)]).as_numpy("logits").shape == (1, 10)
+
+
+def test_a_taken_grpc_port_is_refused_before_serving(model_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(EdgehalError, match="gRPC address"):
+            edgehal.serve([model_path], grpc_port=port, threads=1)
