@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import grpc
@@ -17,6 +19,8 @@ from tritonclient.utils import InferenceServerException
 
 import edgehal
 from edgehal.errors import EdgehalError
+
+from .conftest import run_server
 
 MAX_REQUEST_BYTES = 1 << 20
 MODEL = "hal_mnist"
@@ -199,3 +203,39 @@ def test_a_taken_grpc_port_is_refused_before_serving(model_path):
         port = taken.getsockname()[1]
         with pytest.raises(EdgehalError, match="gRPC address"):
             edgehal.serve([model_path], grpc_port=port, threads=1)
+
+
+def test_a_full_queue_answers_unavailable_and_recovers(slow_model_path):
+    with edgehal.serve([slow_model_path], grpc_port=free_port(), threads=1, dynamic_batching=False,
+                       max_queue_size=1) as server:
+        client = grpcclient.InferenceServerClient(url=server.grpc_address)
+        x = np.zeros((1, 1024), np.float32)
+        i = grpcclient.InferInput("input", [1, 1024], "FP32")
+        i.set_data_from_numpy(x)
+        barrier = threading.Barrier(12)
+
+        def one(_: int) -> str:
+            barrier.wait(timeout=30)
+            try:
+                client.infer("slow", [i])
+            except InferenceServerException as exc:
+                return exc.status()
+            return "OK"
+
+        with ThreadPoolExecutor(12) as pool:
+            codes = sorted(pool.map(one, range(12)))
+        assert codes.count(str(grpc.StatusCode.UNAVAILABLE)) >= 1, codes
+        assert codes.count("OK") >= 1, codes
+        assert set(codes) <= {"OK", str(grpc.StatusCode.UNAVAILABLE)}
+        assert client.infer("slow", [i]).as_numpy("output").shape == (1, 1024)  # and it recovers
+        client.close()
+
+
+def test_the_cli_serves_grpc_on_grpc_port(model_path, tmp_path):
+    port = free_port()
+    with run_server([model_path], tmp_path, "--grpc-port", str(port)) as srv:  # the last --grpc-port wins
+        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+        assert client.is_server_ready() and client.is_model_ready(MODEL)
+        assert client.infer(MODEL, [infer_input(images(1))]).as_numpy("logits").shape == (1, 10)
+        client.close()
+        assert f"listening on grpc://127.0.0.1:{port}" in srv.log()
