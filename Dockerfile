@@ -1,8 +1,8 @@
-# edgehal serve on an NVIDIA GPU: onnxruntime-gpu + TensorRT, Open Inference Protocol on :8000.
+# edgehal serve on an NVIDIA GPU: onnxruntime-gpu + TensorRT, Open Inference Protocol on :8000 (HTTP) and :8001 (gRPC).
 #
 # x86_64 / SBSA server GPU (TensorRT and onnxruntime-gpu from PyPI):
 #   docker build -t edgehal .
-#   docker run --gpus all -p 8000:8000 -v "$PWD/repo:/models:ro" edgehal
+#   docker run --gpus all -p 8000:8000 -p 8001:8001 -v "$PWD/repo:/models:ro" edgehal
 #
 # Jetson (JetPack 6, L4T r36): the same file on an L4T base image. TensorRT
 # then comes from JetPack (python3-libnvinfer, seen through the venv's system
@@ -11,7 +11,7 @@
 #   docker build -t edgehal:jetson \
 #     --build-arg BASE_IMAGE=nvcr.io/nvidia/l4t-jetpack:r36.4.0 \
 #     --build-arg PIP_EXTRA_INDEX_URL=https://pypi.jetson-ai-lab.io/jp6/cu126 .
-#   docker run --runtime nvidia -p 8000:8000 -v "$PWD/repo:/models:ro" edgehal:jetson
+#   docker run --runtime nvidia -p 8000:8000 -p 8001:8001 -v "$PWD/repo:/models:ro" edgehal:jetson
 #
 # /models is a Triton-style repository (`edgehal export-triton` writes one) or a
 # folder of .onnx files. Engines are built on the target: run
@@ -52,9 +52,9 @@ COPY edgehal ./edgehal
 RUN extras="${EDGEHAL_EXTRAS}"; \
     if [ -z "${extras}" ]; then \
         if dpkg-query -W -f='${Status}' python3-libnvinfer 2>/dev/null | grep -q "install ok installed"; then \
-            extras="gpu"; \
+            extras="gpu,serve"; \
         else \
-            extras="gpu,tensorrt"; \
+            extras="gpu,tensorrt,serve"; \
         fi; \
     fi; \
     case ",${extras}," in *,cpu,*) echo "EDGEHAL_EXTRAS must not contain cpu" >&2; exit 1;; esac; \
@@ -71,9 +71,9 @@ RUN groupadd --system --gid 10001 edgehal \
 USER 10001:10001
 WORKDIR /home/edgehal
 
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4).status == 200 else 1)"]
 
 ENTRYPOINT ["edgehal"]
-CMD ["serve", "/models", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["serve", "/models", "--host", "0.0.0.0", "--port", "8000", "--grpc-port", "8001"]

@@ -303,9 +303,10 @@ def parity(paths, reference, save_run, strict, split, data_dir, data, labels, ma
               help="Address to bind. Default: 127.0.0.1 (this machine only).")
 @click.option("--port", default=8000, type=click.IntRange(0, 65535),
               help="Port to listen on; 0 picks a free one (logged). Default: 8000.")
-@click.option("--grpc-port", default=8001, type=click.IntRange(0, 65535),
+@click.option("--grpc-port", default=None, type=click.IntRange(0, 65535),
               help="Port of the gRPC service (inference.GRPCInferenceService, as Triton's) on the same "
-                   "host and models; 0 serves HTTP only. Needs tritonclient[grpc]. Default: 8001.")
+                   "host and models; 0 serves HTTP only. Needs the serve extra (tritonclient[grpc]). "
+                   "Default: 8001 when the serve extra is installed, else HTTP only (with a note).")
 @click.option("--max-batch-size", default=64, type=click.IntRange(min=0),
               help="Largest batch per model run, and per request; 0 disables the batch "
                    "dimension. A Triton config.pbtxt overrides it; a TensorRT engine's profile caps it. "
@@ -359,6 +360,8 @@ def serve_cmd(models, host, port, grpc_port, max_batch_size, max_queue_delay_ms,
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        if grpc_port is None:
+            grpc_port = _default_grpc_port()
         server = api.serve(list(models), host=host, port=port, grpc_port=grpc_port, max_batch_size=max_batch_size,
                            dynamic_batching=dynamic_batching, max_queue_delay_ms=max_queue_delay_ms,
                            max_queue_size=max_queue_size, max_request_bytes=max_request_bytes,
@@ -376,6 +379,17 @@ def serve_cmd(models, host, port, grpc_port, max_batch_size, max_queue_delay_ms,
 # ---- bench, doctor ---------------------------------------------------------
 
 from edgehal.runtime.loader import BACKENDS as _BENCH_BACKENDS  # noqa: E402 - light module, no heavy imports
+
+
+def _default_grpc_port() -> int:
+    """8001 (Triton's gRPC port) when the serve extra's generated gRPC modules are installed, else 0 (HTTP only)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tritonclient") and importlib.util.find_spec("tritonclient.grpc"):
+        return 8001
+    click.echo("note: gRPC is off: the serve extra is not installed (pip install 'edgehal[serve]'); "
+               "serving HTTP only", err=True)
+    return 0
 
 
 def _backend_list(ctx, param, value):

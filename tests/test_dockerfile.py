@@ -56,7 +56,7 @@ def test_base_image_is_a_build_arg_for_jetson(text):
 
 def test_installs_gpu_and_tensorrt_extras_never_cpu(text):
     run = " ".join(rest for word, rest in instructions(text) if word == "RUN")
-    assert 'extras="gpu,tensorrt"' in run
+    assert 'extras="gpu,tensorrt,serve"' in run and 'extras="gpu,serve"' in run  # serve: the gRPC service
     assert '"/opt/edgehal[${extras}]"' in run
     assert "python3-libnvinfer" in run  # JetPack's TensorRT replaces the tensorrt extra
     assert "[cpu]" not in text and "onnxruntime==" not in text
@@ -76,10 +76,11 @@ def test_healthcheck_hits_ready_endpoint(text):
 
 def test_serves_on_port_8000(text):
     ins = instructions(text)
-    assert ("EXPOSE", "8000") in ins
+    assert ("EXPOSE", "8000 8001") in ins
     assert ("ENTRYPOINT", '["edgehal"]') in ins
     cmd = [rest for word, rest in ins if word == "CMD"][-1]
     assert '"serve"' in cmd and '"--host", "0.0.0.0"' in cmd and '"--port", "8000"' in cmd
+    assert '"--grpc-port", "8001"' in cmd
 
 
 def test_serve_accepts_the_options_the_image_uses():

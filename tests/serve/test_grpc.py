@@ -239,3 +239,16 @@ def test_the_cli_serves_grpc_on_grpc_port(model_path, tmp_path):
         assert client.infer(MODEL, [infer_input(images(1))]).as_numpy("logits").shape == (1, 10)
         client.close()
         assert f"listening on grpc://127.0.0.1:{port}" in srv.log()
+
+
+def test_the_cli_default_grpc_port_follows_the_serve_extra(monkeypatch, capsys):
+    import importlib.util
+
+    from edgehal.cli import _default_grpc_port
+
+    assert _default_grpc_port() == 8001  # the test environment has tritonclient[grpc]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("tritonclient") else real(name, *a))
+    assert _default_grpc_port() == 0
+    assert "pip install 'edgehal[serve]'" in capsys.readouterr().err
