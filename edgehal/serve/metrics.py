@@ -8,7 +8,10 @@ code, never a name a client made up.
 
 The same counters, with nanosecond totals per request stage and per executed
 batch size, answer the statistics extension (:meth:`ModelStats.statistics`,
-Triton's ``model_stats`` entry).
+Triton's ``model_stats`` entry), and Triton's own ``nv_inference_*`` counter families
+(:data:`TRITON_COUNTERS`), so dashboards built for Triton read this server unchanged. Both
+are derived from one set of counters, so ``/metrics`` and the statistics extension never
+disagree.
 """
 
 from __future__ import annotations
@@ -19,6 +22,35 @@ from typing import Any, Callable, Iterable, Sequence
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# Triton's per-model counter families: name, Triton's help text, and the value from a ModelStats.
+# Durations are the statistics extension's nanosecond totals in whole microseconds. This server has
+# no response cache, so Triton's notes on cached requests hold trivially.
+TRITON_COUNTERS: tuple[tuple[str, str, Callable[["ModelStats"], int]], ...] = (
+    ("nv_inference_request_success", "Number of successful inference requests, all batch sizes",
+     lambda m: m.success),
+    ("nv_inference_request_failure", "Number of failed inference requests, all batch sizes",
+     lambda m: m.failure),
+    ("nv_inference_count", "Number of inferences performed (does not include cached requests)",
+     lambda m: m.inferences),
+    ("nv_inference_exec_count", "Number of model executions performed (does not include cached requests)",
+     lambda m: m.executions),
+    ("nv_inference_request_duration_us",
+     "Cumulative inference request duration in microseconds (includes cached requests)",
+     lambda m: m.success_ns // 1000),
+    ("nv_inference_queue_duration_us",
+     "Cumulative inference queuing duration in microseconds (includes cached requests)",
+     lambda m: m.queue_ns // 1000),
+    ("nv_inference_compute_input_duration_us",
+     "Cumulative compute input duration in microseconds (does not include cached requests)",
+     lambda m: m.input_ns // 1000),
+    ("nv_inference_compute_infer_duration_us",
+     "Cumulative compute inference duration in microseconds (does not include cached requests)",
+     lambda m: m.infer_ns // 1000),
+    ("nv_inference_compute_output_duration_us",
+     "Cumulative inference compute output duration in microseconds (does not include cached requests)",
+     lambda m: m.output_ns // 1000),
+)
 
 
 class Histogram:
@@ -162,6 +194,8 @@ class Metrics:
                [line for m in ms for line in m.batch_size.lines("edgehal_batch_size", m.labels)])
         family("edgehal_http_responses_total", "counter", "HTTP responses by status code, all routes.",
                [f'edgehal_http_responses_total{{code="{c}"}} {n}' for c, n in sorted(self.responses.items())])
+        for name, help_, value in TRITON_COUNTERS:
+            family(name, "counter", help_, [f"{name}{{{m.labels}}} {value(m)}" for m in ms])
         return "\n".join(out) + "\n"
 
 

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import numpy as np
+
 from edgehal.serve.metrics import Histogram, Metrics
+
+from .conftest import http_call, run_server
+
+TRITON_DURATIONS = {"nv_inference_request_duration_us": "success", "nv_inference_queue_duration_us": "queue",
+                    "nv_inference_compute_input_duration_us": "compute_input",
+                    "nv_inference_compute_infer_duration_us": "compute_infer",
+                    "nv_inference_compute_output_duration_us": "compute_output"}
+TRITON_COUNTS = ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
+                 "nv_inference_exec_count")
 
 
 def test_histogram_buckets_are_cumulative():
@@ -63,3 +75,72 @@ def test_statistics_is_tritons_model_stats_entry():
          "compute_output": {"count": 1, "ns": 7}},
         {"batch_size": 2, "compute_input": {"count": 2, "ns": 11}, "compute_infer": {"count": 2, "ns": 22},
          "compute_output": {"count": 2, "ns": 33}}]
+
+
+def test_triton_families_are_the_statistics_counters_in_microseconds():
+    metrics = Metrics()
+    stats = metrics.add_model("m", "1", lambda: 0)
+    stats.success, stats.failure, stats.inferences = 3, 1, 5
+    stats.success_ns, stats.queue_ns, stats.input_ns, stats.infer_ns, stats.output_ns = 9999, 1000, 999, 2500, 7
+    stats.observe_batch(2)
+    text = metrics.render()
+    for name in (*TRITON_COUNTS, *TRITON_DURATIONS):
+        assert f"# TYPE {name} counter" in text and f"# HELP {name} " in text
+    expected = {"nv_inference_request_success": 3, "nv_inference_request_failure": 1, "nv_inference_count": 5,
+                "nv_inference_exec_count": 1, "nv_inference_request_duration_us": 9,
+                "nv_inference_queue_duration_us": 1, "nv_inference_compute_input_duration_us": 0,
+                "nv_inference_compute_infer_duration_us": 2, "nv_inference_compute_output_duration_us": 0}
+    for name, value in expected.items():
+        assert f'{name}{{model="m",version="1"}} {value}' in text.splitlines(), name
+
+
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of a scrape, parsed by Prometheus's own parser (which fails on invalid text).
+
+    A counter's samples are keyed by their family's name: the parser names a counter family
+    without its ``_total`` suffix and its samples with one, whether the text had it or not."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            name = family.name if family.type == "counter" else s.name
+            out[name, tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_triton_metrics_of_a_real_server_match_its_statistics(model_path, tmp_path):
+    model = model_path.stem
+    sizes = (1, 3, 2, 1, 4)
+    with run_server([model_path], tmp_path / "logs", "--max-batch-size", "8", "--max-queue-delay-ms", "1") as srv:
+        for i, n in enumerate(sizes):
+            x = np.random.default_rng(i).standard_normal((n, 1, 28, 28)).astype(np.float32)
+            body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                           "data": x.ravel().tolist()}]}).encode()
+            status, raw = srv.post(f"/v2/models/{model}/infer", body)
+            assert status == 200, raw
+        samples = _samples(srv.metrics())
+        status, raw = http_call("GET", f"{srv.base}/v2/models/{model}/stats")
+        assert status == 200, raw
+        [entry] = json.loads(raw)["model_stats"]
+
+        wrong = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 27, 28], "datatype": "FP32",
+                                        "data": [0.0] * 27 * 28}]}).encode()
+        status, _ = srv.post(f"/v2/models/{model}/infer", wrong)
+        assert status == 400
+        after = _samples(srv.metrics())
+
+    labels = (("model", model), ("version", "1"))
+    assert samples["nv_inference_request_success", labels] == len(sizes)
+    assert samples["nv_inference_request_failure", labels] == 0
+    assert samples["nv_inference_count", labels] == sum(sizes)
+    assert 1 <= samples["nv_inference_exec_count", labels] <= len(sizes)
+    assert samples["nv_inference_exec_count", labels] == entry["execution_count"]
+    assert samples["edgehal_inferences", labels] == sum(sizes)  # the edgehal families stay as they were
+    for name, stage in TRITON_DURATIONS.items():
+        us = samples[name, labels]
+        ns = entry["inference_stats"][stage]["ns"]
+        assert us > 0, name
+        assert 0 <= ns / 1000 - us < 1, (name, us, ns)
+    assert after["nv_inference_request_failure", labels] == 1
+    assert after["nv_inference_request_success", labels] == len(sizes)
