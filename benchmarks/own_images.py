@@ -361,7 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, n) < 1:
             print(f"error: --{n.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 1
-    work, out_dir = args.work_dir, args.out_dir
+    # Paths inside the repository are used relative to it (the process runs from its root), so the
+    # results name no machine's directories.
+    os.chdir(REPO)
+    work, out_dir = Path(rel(args.work_dir)), Path(rel(args.out_dir))
     tree = work / "tree"
     if tree.exists():
         import shutil
