@@ -521,11 +521,7 @@ def encode_infer_response(io: ModelIO, request: InferRequest,
     entries = []
     blobs: list[bytes | memoryview] = []
     for ro in request.outputs:
-        arr = results[ro.name]
-        datatype = io.output_by_name[ro.name].datatype
-        if ro.classification:
-            arr = classify(arr, ro.classification, io.labels.get(ro.name, ()))
-            datatype = "BYTES"
+        arr, datatype = _output(io, ro, results)
         shape = list(arr.shape)
         if ro.binary:
             raw = _serialize_bytes(arr) if datatype == "BYTES" else memoryview(np.ascontiguousarray(arr)).cast("B")
@@ -547,17 +543,21 @@ def encode_infer_response(io: ModelIO, request: InferRequest,
     return b"".join([header, *blobs]), len(header)
 
 
+def _output(io: ModelIO, ro: RequestedOutput, results: Mapping[str, np.ndarray]) -> tuple[np.ndarray, str]:
+    """Requested output ``ro`` of ``results`` and its datatype: the tensor, or its top-k classes as BYTES."""
+    arr = results[ro.name]
+    if ro.classification:
+        return classify(arr, ro.classification, io.labels.get(ro.name, ())), "BYTES"
+    return arr, io.output_by_name[ro.name].datatype
+
+
 def raw_outputs(io: ModelIO, request: InferRequest,
                 results: Mapping[str, np.ndarray]) -> list[tuple[str, str, list[int], bytes]]:
     """The requested outputs as ``(name, datatype, shape, raw bytes)``, in the binary tensor
     layout (BYTES as 4-byte little-endian lengths and their bytes); top-k classes as BYTES."""
     out = []
     for ro in request.outputs:
-        arr = results[ro.name]
-        datatype = io.output_by_name[ro.name].datatype
-        if ro.classification:
-            arr = classify(arr, ro.classification, io.labels.get(ro.name, ()))
-            datatype = "BYTES"
+        arr, datatype = _output(io, ro, results)
         raw = _serialize_bytes(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).tobytes()
         out.append((ro.name, datatype, list(arr.shape), raw))
     return out
