@@ -9,6 +9,7 @@ codes in exactly one table (:data:`ERROR_STATUS`), with the body
 invalid input (``InvalidRequest``)          400
 body over ``--max-request-bytes``           413
 unknown model or version, or no such route  404
+unknown shared memory region                404
 a route's wrong method                      405
 not ready, shutting down, overloaded        503
 anything else (a bug)                       500
@@ -37,18 +38,21 @@ from aiohttp import web
 from edgehal.errors import EdgehalError
 from edgehal.serve.dataplane import DataPlane
 from edgehal.serve.protocol import (InvalidRequest, ModelNotFound, PayloadTooLarge, Unavailable,
-                                    dumps)
+                                    dumps, loads)
+from edgehal.serve.shared_memory import (DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS, RegionNotFound,
+                                         cuda_unsupported)
 
 log = logging.getLogger("edgehal.serve")
 
 SERVER_NAME = "edgehal"
-EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "statistics")
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "statistics", "system_shared_memory")
 
 # Most specific first; the first matching class wins.
 ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (PayloadTooLarge, 413),
     (InvalidRequest, 400),
     (ModelNotFound, 404),
+    (RegionNotFound, 404),
     (Unavailable, 503),
     (EdgehalError, 400),  # a runner's own input check: still the client's input
 )
@@ -79,6 +83,9 @@ class ServerOptions:
     grpc_port: int = 0  # GRPCInferenceService on the same host (edgehal.serve.grpc); 0: none
     max_request_bytes: int = 64 * 1024 * 1024
     shutdown_timeout: float = 30.0
+    # system shared memory: regions registered at once, and the bytes they cover together (0 regions: off)
+    max_shared_memory_regions: int = DEFAULT_MAX_REGIONS
+    max_shared_memory_bytes: int = DEFAULT_MAX_BYTES
 
     @property
     def max_inflight_bytes(self) -> int:
@@ -93,6 +100,9 @@ class ServerOptions:
             raise EdgehalError("--grpc-port", f"is {self.grpc_port}", "1 to 65535, or 0 for no gRPC")
         if self.max_request_bytes < 1024:
             raise EdgehalError("--max-request-bytes", f"is {self.max_request_bytes}", "at least 1024")
+        if self.max_shared_memory_regions < 0 or self.max_shared_memory_bytes < 0:
+            raise EdgehalError("shared memory limits", f"are {self.max_shared_memory_regions} regions, "
+                               f"{self.max_shared_memory_bytes} bytes", "non-negative numbers")
 
 
 def _json(status: int, body: bytes) -> web.Response:
@@ -149,6 +159,27 @@ class Handlers:
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(status=200, body=self.plane.metrics_text().encode(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    # -- system shared memory (Triton's extension; edgehal.serve.shared_memory) --
+    async def shm_status(self, request: web.Request) -> web.Response:
+        regions = self.plane.shared_memory.status(request.match_info.get("name"))
+        return _json(200, dumps([r.status() for r in regions]))
+
+    async def shm_register(self, request: web.Request) -> web.Response:
+        doc = loads(await request.read())
+        if not isinstance(doc, dict):
+            raise InvalidRequest("register request", f"is a JSON {type(doc).__name__}",
+                                 'a JSON object {"key", "offset", "byte_size"}')
+        self.plane.shared_memory.register(request.match_info["name"], key=doc.get("key"),
+                                          offset=doc.get("offset", 0), byte_size=doc.get("byte_size"))
+        return _json(200, b"{}")
+
+    async def shm_unregister(self, request: web.Request) -> web.Response:
+        self.plane.shared_memory.unregister(request.match_info.get("name"))
+        return _json(200, b"{}")
+
+    async def cuda_shm(self, request: web.Request) -> web.Response:
+        raise cuda_unsupported()
 
     # -- inference -------------------------------------------------------
     def _too_large(self, length: int | None) -> PayloadTooLarge:
@@ -227,6 +258,16 @@ def routes(h: Handlers) -> list[web.RouteDef]:
         web.get("/v2/models/{name}/config", h.model_config),
         web.get("/v2/models/{name}/versions/{version}/config", h.model_config),
         web.get("/metrics", h.metrics),
+        web.get("/v2/systemsharedmemory/status", h.shm_status),
+        web.get("/v2/systemsharedmemory/region/{name}/status", h.shm_status),
+        web.post("/v2/systemsharedmemory/region/{name}/register", h.shm_register),
+        web.post("/v2/systemsharedmemory/unregister", h.shm_unregister),
+        web.post("/v2/systemsharedmemory/region/{name}/unregister", h.shm_unregister),
+        web.get("/v2/cudasharedmemory/status", h.cuda_shm),
+        web.get("/v2/cudasharedmemory/region/{name}/status", h.cuda_shm),
+        web.post("/v2/cudasharedmemory/region/{name}/register", h.cuda_shm),
+        web.post("/v2/cudasharedmemory/unregister", h.cuda_shm),
+        web.post("/v2/cudasharedmemory/region/{name}/unregister", h.cuda_shm),
     ]
 
 
@@ -281,6 +322,8 @@ async def serve_until(plane: DataPlane, options: ServerOptions, stop: asyncio.Ev
     loop = asyncio.get_running_loop()
     runner = None
     grpc_server = None
+    plane.shared_memory.set_limits(max_regions=options.max_shared_memory_regions,
+                                   max_bytes=options.max_shared_memory_bytes)
     try:
         runner, host, port = await start_site(plane, options)
         if on_listening is not None:

@@ -21,6 +21,7 @@ from edgehal.serve.metrics import Metrics, ModelStats
 from edgehal.serve.protocol import (InferRequest, ModelNotFound, Unavailable, decode_infer_request, dumps,
                                     encode_infer_response, model_metadata)
 from edgehal.serve.repository import LoadedModel
+from edgehal.serve.shared_memory import SharedMemoryRegistry
 
 log = logging.getLogger("edgehal.serve")
 
@@ -53,6 +54,7 @@ class DataPlane:
             # runs in a thread while the event loop parses the next requests.
             inline = usable_cores() == 1
         self.metrics = Metrics()
+        self.shared_memory = SharedMemoryRegistry()  # the same regions for HTTP and gRPC
         self.shutting_down = False
         self._versions: dict[str, dict[str, ServedModel]] = {}
         self._latest: dict[str, ServedModel] = {}
@@ -108,6 +110,7 @@ class DataPlane:
         for s in self._all:
             await s.batcher.close()
             s.model.close()
+        self.shared_memory.close()
 
     # -- lookups -----------------------------------------------------------
     def get(self, name: str, version: str | None) -> ServedModel:
@@ -139,8 +142,10 @@ class DataPlane:
     async def infer(self, served: ServedModel, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
         """Validate, queue for the batcher, encode: the response body and its JSON header length."""
         io = served.io
-        return await self.run(served, lambda: decode_infer_request(body, header_length, io),
-                              lambda request, outputs: encode_infer_response(io, request, outputs))
+        shm = self.shared_memory
+        return await self.run(served, lambda: decode_infer_request(body, header_length, io, shared_memory=shm),
+                              lambda request, outputs: encode_infer_response(io, request, outputs,
+                                                                             shared_memory=shm))
 
     async def run(self, served: ServedModel, decode: Callable[[], InferRequest],
                   encode: Callable[[InferRequest, Mapping[str, np.ndarray]], T]) -> T:

@@ -18,6 +18,9 @@ the outputs come back as ``raw_output_contents`` (as Triton answers). Typed
 invalid input (``InvalidRequest``)          INVALID_ARGUMENT
 message over ``--max-request-bytes``        RESOURCE_EXHAUSTED (refused by grpc itself)
 unknown model or version                    NOT_FOUND
+unknown shared memory region                NOT_FOUND
+shared memory region registered already     ALREADY_EXISTS
+CUDA shared memory                          UNIMPLEMENTED
 not ready, shutting down, queue full        UNAVAILABLE
 anything else (a bug)                       INTERNAL
 =========================================  ===================
@@ -44,6 +47,12 @@ from edgehal.serve.protocol import (
     loads,
     raw_outputs,
 )
+from edgehal.serve.shared_memory import (
+    CudaSharedMemoryUnsupported,
+    RegionExists,
+    RegionNotFound,
+    cuda_unsupported,
+)
 
 log = logging.getLogger("edgehal.serve")
 
@@ -62,8 +71,11 @@ def error_codes() -> tuple[tuple[type[BaseException], Any], ...]:
 
     # Most specific first; the first matching class wins.
     return ((PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+            (RegionExists, grpc.StatusCode.ALREADY_EXISTS),
+            (CudaSharedMemoryUnsupported, grpc.StatusCode.UNIMPLEMENTED),
             (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
             (ModelNotFound, grpc.StatusCode.NOT_FOUND),
+            (RegionNotFound, grpc.StatusCode.NOT_FOUND),
             (Unavailable, grpc.StatusCode.UNAVAILABLE),
             (EdgehalError, grpc.StatusCode.INVALID_ARGUMENT))  # a runner's own input check
 
@@ -90,24 +102,27 @@ def _serialize_bytes(values: Any) -> bytes:
 
 def request_document(request: Any) -> tuple[dict[str, Any], bytes]:
     """A ``ModelInferRequest`` as the ``$inference_request`` document the HTTP path parses, and the
-    bytes of its binary inputs (``raw_input_contents``, and typed BYTES) one after another."""
+    bytes of its binary inputs (``raw_input_contents``, and typed BYTES) one after another.
+    Inputs in shared memory have no ``raw_input_contents`` entry (as tritonclient sends them)."""
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidRequest("raw_input_contents", f"has {len(raw)} entries for {len(request.inputs)} inputs",
-                             "one entry per input, or none (typed contents)")
+    in_body = [t for t in request.inputs if "shared_memory_region" not in t.parameters]
+    if raw and len(raw) != len(in_body):
+        raise InvalidRequest("raw_input_contents", f"has {len(raw)} entries for {len(in_body)} inputs "
+                             "not in shared memory", "one entry per such input, or none (typed contents)")
+    raw_of = {id(t): r for t, r in zip(in_body, raw)} if raw else {}
     inputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for i, t in enumerate(request.inputs):
+    for t in request.inputs:
         what = f"input {t.name!r}"
         params = {k: _param_value(v) for k, v in t.parameters.items() if k != "binary_data_size"}
         entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
         field = CONTENTS_FIELD.get(t.datatype)
         typed = t.HasField("contents") and any(len(getattr(t.contents, f)) for f in set(CONTENTS_FIELD.values()))
-        if raw:
+        if id(t) in raw_of:
             if typed:
                 raise InvalidRequest(what, "has both contents and raw_input_contents", "one of them")
-            params["binary_data_size"] = len(raw[i])
-            blobs.append(raw[i])
+            params["binary_data_size"] = len(raw_of[id(t)])
+            blobs.append(raw_of[id(t)])
         elif field == "bytes_contents":
             blob = _serialize_bytes(t.contents.bytes_contents)
             params["binary_data_size"] = len(blob)
@@ -120,9 +135,10 @@ def request_document(request: Any) -> tuple[dict[str, Any], bytes]:
     outputs = []
     for o in request.outputs:
         entry = {"name": o.name}
-        k = o.parameters.get("classification")
-        if k is not None:
-            entry["parameters"] = {"classification": _param_value(k)}
+        out_params = {k: _param_value(v) for k, v in o.parameters.items()
+                      if k == "classification" or k.startswith("shared_memory_")}
+        if out_params:
+            entry["parameters"] = out_params
         outputs.append(entry)
     doc: dict[str, Any] = {"inputs": inputs}
     if request.id:
@@ -135,8 +151,9 @@ def request_document(request: Any) -> tuple[dict[str, Any], bytes]:
 class InferenceServicer:
     """``GRPCInferenceService``'s health, metadata, inference and statistics RPCs on a data plane.
 
-    The RPCs not served here (shared memory, repository control, tracing, logging,
-    streaming) answer UNIMPLEMENTED, from the generated base class.
+    The RPCs not served here (repository control, tracing, logging, streaming) answer
+    UNIMPLEMENTED, from the generated base class; CUDA shared memory answers UNIMPLEMENTED
+    with a message that says only system shared memory is served.
     """
 
     def __init__(self, plane: DataPlane, pb: Any, config_pb: Any) -> None:
@@ -195,18 +212,40 @@ class InferenceServicer:
         io = served.io
         pb = self.pb
 
+        shm = self.plane.shared_memory
+
         def decode() -> InferRequest:
             doc, body = request_document(request)
-            return decode_infer_document(doc, body, io)
+            return decode_infer_document(doc, body, io, shared_memory=shm)
 
         def encode(infer: InferRequest, results: Any) -> Any:
             response = pb.ModelInferResponse(model_name=io.name, model_version=io.version, id=infer.id or "")
-            for name, datatype, shape, raw in raw_outputs(io, infer, results):
+            for name, datatype, shape, raw in raw_outputs(io, infer, results, shared_memory=shm):
                 response.outputs.add(name=name, datatype=datatype, shape=shape)
                 response.raw_output_contents.append(raw)
             return response
 
         return await self.plane.run(served, decode, encode)
+
+    # -- system shared memory (edgehal.serve.shared_memory) ------------------
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        response = self.pb.SystemSharedMemoryStatusResponse()
+        for r in self.plane.shared_memory.status(request.name):
+            entry = response.regions[r.name]
+            entry.name, entry.key, entry.offset, entry.byte_size = r.name, r.key, r.offset, r.byte_size
+        return response
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        self.plane.shared_memory.register(request.name, key=request.key, offset=request.offset,
+                                          byte_size=request.byte_size)
+        return self.pb.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        self.plane.shared_memory.unregister(request.name)
+        return self.pb.SystemSharedMemoryUnregisterResponse()
+
+    async def CudaSharedMemory(self, request: Any, context: Any) -> Any:
+        raise cuda_unsupported()
 
 
 def _guarded(method: Callable[[Any, Any], Awaitable[Any]], name: str) -> Callable[[Any, Any], Awaitable[Any]]:
@@ -226,7 +265,9 @@ def _guarded(method: Callable[[Any, Any], Awaitable[Any]], name: str) -> Callabl
 
 
 _RPCS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
-         "ModelStatistics", "ModelInfer")
+         "ModelStatistics", "ModelInfer", "SystemSharedMemoryStatus", "SystemSharedMemoryRegister",
+         "SystemSharedMemoryUnregister")
+_CUDA_SHM_RPCS = ("CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister")
 
 
 def _grpc_address(host: str, port: int) -> str:
@@ -249,6 +290,8 @@ async def start_grpc(plane: DataPlane, *, host: str, port: int, max_request_byte
     # serve the RPC; the generated base class's UNIMPLEMENTED answers elsewhere.
     for name in _RPCS:
         setattr(base, name, _guarded(getattr(servicer, name), name))
+    for name in _CUDA_SHM_RPCS:
+        setattr(base, name, _guarded(servicer.CudaSharedMemory, name))
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_request_bytes),
                                       ("grpc.max_send_message_length", -1),
                                       ("grpc.so_reuseport", 0)])

@@ -14,7 +14,9 @@ element count against the data given, the batch against the maximum, and the
 binary sizes against the body. Nothing a client sends is evaluated or written
 anywhere; tensors are built with ``numpy.frombuffer`` (binary) or from the
 decoded JSON lists, never from a shape alone, so memory stays proportional to
-the body (which the app caps).
+the body (which the app caps). Inputs and outputs may instead name a registered
+system shared memory region (:mod:`edgehal.serve.shared_memory`), read and
+written only within the region's bounds.
 
 The head manifest travels in model metadata as ``parameters``: the model's
 edgehal ``metadata_props`` verbatim (``edgehal.manifest``,
@@ -27,12 +29,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from edgehal.errors import EdgehalError
 from edgehal.tensors import TensorSpec
+
+if TYPE_CHECKING:  # shared_memory imports this module's errors
+    from edgehal.serve.shared_memory import SharedMemoryRegistry
 
 # ---------------------------------------------------------------------------
 # Errors. app.py maps each class to one HTTP status in one table.
@@ -94,12 +99,24 @@ class ModelIO:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedMemoryRef:
+    """Where a tensor lies in a registered shared memory region: the ``shared_memory_region``,
+    ``shared_memory_offset`` and ``shared_memory_byte_size`` parameters of an input or output."""
+
+    region: str
+    offset: int
+    byte_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class RequestedOutput:
-    """``$request_output``: which output, as binary or JSON, optionally top-k classes."""
+    """``$request_output``: which output, as binary or JSON, optionally top-k classes, or written
+    to a shared memory region instead of the response."""
 
     name: str
     binary: bool
     classification: int = 0
+    shared_memory: SharedMemoryRef | None = None
 
 
 @dataclass(slots=True)
@@ -188,11 +205,13 @@ class _Plan:
         return InferRequest(self.id, arrays, self.batch, self.outputs, self.params, self)
 
 
-def decode_infer_request(body: bytes, header_length: str | None, io: ModelIO) -> InferRequest:
+def decode_infer_request(body: bytes, header_length: str | None, io: ModelIO, *,
+                         shared_memory: SharedMemoryRegistry | None = None) -> InferRequest:
     """Parse and validate one ``infer`` body against the model; return numpy inputs.
 
     ``header_length`` is the ``Inference-Header-Content-Length`` header, or
-    None when the whole body is JSON.
+    None when the whole body is JSON. Inputs and outputs may name regions of
+    ``shared_memory`` (none: such requests are refused).
     """
     size = len(body)
     if header_length is None:
@@ -207,12 +226,12 @@ def decode_infer_request(body: bytes, header_length: str | None, io: ModelIO) ->
             raise invalid("Inference-Header-Content-Length", f"is {hl} but the body has {size} bytes",
                           "the length in bytes of the JSON header, at most the body size")
     if hl == size:
-        return _decode(loads(body), body, hl, io)[0]
+        return _decode(loads(body), body, hl, io, shared_memory)[0]
     header = body[:hl]
     plan = io.plans.get(header)
     if plan is not None and plan.binary_size == size - hl:
         return plan.decode(body, hl)
-    request, binary_inputs = _decode(loads(header), body, hl, io)
+    request, binary_inputs = _decode(loads(header), body, hl, io, shared_memory)
     if binary_inputs is not None:
         if len(io.plans) >= PLAN_CACHE_SIZE:  # bounded: a client varying its header only churns it
             io.plans.clear()
@@ -220,14 +239,17 @@ def decode_infer_request(body: bytes, header_length: str | None, io: ModelIO) ->
     return request
 
 
-def decode_infer_document(doc: Mapping[str, Any], body: bytes, io: ModelIO) -> InferRequest:
+def decode_infer_document(doc: Mapping[str, Any], body: bytes, io: ModelIO, *,
+                          shared_memory: SharedMemoryRegistry | None = None) -> InferRequest:
     """Validate an already parsed ``$inference_request`` whose binary inputs (``binary_data_size``)
     lie in ``body`` one after another: the seam for transports other than HTTP/JSON (gRPC)."""
-    return _decode(doc, body, 0, io)[0]
+    return _decode(doc, body, 0, io, shared_memory)[0]
 
 
-def _decode(doc: Any, body: bytes, hl: int, io: ModelIO) -> tuple[InferRequest, list[tuple] | None]:
-    """The full parse; also returns the binary inputs' layout when every input is binary."""
+def _decode(doc: Any, body: bytes, hl: int, io: ModelIO,
+            shm: SharedMemoryRegistry | None) -> tuple[InferRequest, list[tuple] | None]:
+    """The full parse; also returns the binary inputs' layout when every input is binary (and no
+    tensor is in shared memory: the layout becomes a cached plan that reads the body only)."""
     size = len(body)
     if not isinstance(doc, dict):
         raise invalid("request body", f"is a JSON {type(doc).__name__}", "a JSON object ($inference_request)")
@@ -289,14 +311,18 @@ def _decode(doc: Any, body: bytes, hl: int, io: ModelIO) -> tuple[InferRequest, 
 
         tparams = t.get("parameters")
         bsize = None
+        ref = None
         if tparams is not None:
             if not isinstance(tparams, dict):
                 raise invalid(f"{what} 'parameters'", f"is a {type(tparams).__name__}", "a JSON object")
-            if "shared_memory_region" in tparams:
-                raise invalid(what, "asks for shared memory, which this server does not support",
-                              "data in the body (JSON or binary_data_size)")
+            ref = _shared_memory_ref(tparams, what, shm)
             bsize = tparams.get("binary_data_size")
-        if bsize is not None:
+        if ref is not None:
+            if bsize is not None or "data" in t:
+                raise invalid(what, "has both shared memory and data in the body", "one of them")
+            arr = _from_shared_memory(shm, ref, meta, count, shape, what)
+            layout = None
+        elif bsize is not None:
             if "data" in t:
                 raise invalid(what, "has both 'data' and binary_data_size", "one of them")
             if not _is_int(bsize) or bsize < 0:
@@ -323,9 +349,44 @@ def _decode(doc: Any, body: bytes, hl: int, io: ModelIO) -> tuple[InferRequest, 
     if offset != size:
         raise invalid("request body", f"has {size - offset} bytes after the tensors' binary data",
                       "binary_data_size of the inputs adding up to the bytes after the JSON header")
-    request = InferRequest(rid, arrays, batch or 1, _requested_outputs(doc.get("outputs"), io, binary_default),
-                           params)
-    return request, layout
+    outputs = _requested_outputs(doc.get("outputs"), io, binary_default, shm)
+    if any(o.shared_memory is not None for o in outputs):
+        layout = None
+    return InferRequest(rid, arrays, batch or 1, outputs, params), layout
+
+
+def _shared_memory_ref(params: Mapping[str, Any], what: str,
+                       shm: SharedMemoryRegistry | None) -> SharedMemoryRef | None:
+    """The shared memory parameters of an input or output; None when it names no region."""
+    region = params.get("shared_memory_region")
+    size = params.get("shared_memory_byte_size")
+    offset = params.get("shared_memory_offset", 0)
+    if region is None:
+        if size is not None or "shared_memory_offset" in params:
+            raise invalid(what, "has shared_memory_byte_size or shared_memory_offset without "
+                          "shared_memory_region", "shared_memory_region and shared_memory_byte_size together")
+        return None
+    if shm is None:
+        raise invalid(what, "asks for shared memory, which is not available here",
+                      "data in the body (JSON or binary_data_size)")
+    if not isinstance(region, str) or not region:
+        raise invalid(f"{what} shared_memory_region", f"is {region!r}", "the name of a registered region")
+    if size is None:
+        raise invalid(what, "has shared_memory_region without shared_memory_byte_size", "both")
+    for key, value in (("shared_memory_byte_size", size), ("shared_memory_offset", offset)):
+        if not _is_int(value) or value < 0:
+            raise invalid(f"{what} {key}", f"is {value!r}", "a non-negative integer")
+    return SharedMemoryRef(region, offset, size)
+
+
+def _from_shared_memory(shm: Any, ref: SharedMemoryRef, meta: TensorSpec, count: int, shape: list[int],
+                        what: str) -> np.ndarray:
+    if meta.datatype != "BYTES" and ref.byte_size != count * meta.numpy_dtype.itemsize:
+        # checked before reading: the size must be the tensor's exactly
+        raise invalid(f"{what} shared_memory_byte_size", f"is {ref.byte_size} bytes",
+                      f"{count * meta.numpy_dtype.itemsize} bytes: shape {shape} of {meta.datatype}")
+    data = shm.read(ref.region, offset=ref.offset, size=ref.byte_size, what=what)
+    return _from_binary(data, 0, ref.byte_size, meta, count, shape, what)
 
 
 def _from_binary(body: bytes, offset: int, bsize: int, meta: TensorSpec, count: int,
@@ -421,7 +482,8 @@ def _from_json(data: Any, meta: TensorSpec, count: int, shape: list[int], what: 
     return arr.reshape(shape)
 
 
-def _requested_outputs(outputs: Any, io: ModelIO, binary_default: bool) -> tuple[RequestedOutput, ...]:
+def _requested_outputs(outputs: Any, io: ModelIO, binary_default: bool,
+                       shm: SharedMemoryRegistry | None = None) -> tuple[RequestedOutput, ...]:
     if outputs is None:
         return tuple(RequestedOutput(t.name, binary_default) for t in io.outputs)
     if not isinstance(outputs, list):
@@ -440,13 +502,12 @@ def _requested_outputs(outputs: Any, io: ModelIO, binary_default: bool) -> tuple
         if name in seen:
             raise invalid(f"output {name!r}", "is requested twice")
         seen.add(name)
-        binary, k = binary_default, 0
+        binary, k, ref = binary_default, 0, None
         p = o.get("parameters")
         if p is not None:
             if not isinstance(p, dict):
                 raise invalid(f"output {name!r} 'parameters'", f"is a {type(p).__name__}", "a JSON object")
-            if "shared_memory_region" in p:
-                raise invalid(f"output {name!r}", "asks for shared memory, which this server does not support")
+            ref = _shared_memory_ref(p, f"output {name!r}", shm)
             binary = p.get("binary_data", binary_default)
             if not isinstance(binary, bool):
                 raise invalid(f"output {name!r} binary_data", f"is {binary!r}", "true or false")
@@ -456,7 +517,13 @@ def _requested_outputs(outputs: Any, io: ModelIO, binary_default: bool) -> tuple
             if k and len(meta.shape) != 1:
                 raise invalid(f"output {name!r} classification",
                               f"needs a vector of class scores but the output has dims {list(meta.shape)}")
-        out.append(RequestedOutput(name, binary, k))
+            if ref is not None:
+                if k:
+                    raise invalid(f"output {name!r}", "asks for classification and shared memory together",
+                                  "one of them")
+                # an unknown region or a range outside it is refused before the model runs
+                shm.check(ref.region, offset=ref.offset, size=ref.byte_size, what=f"output {name!r}")
+        out.append(RequestedOutput(name, binary, k, ref))
     return tuple(out)
 
 
@@ -503,14 +570,15 @@ def _json_data(arr: np.ndarray, datatype: str, name: str) -> list:
     return arr.reshape(-1).tolist()
 
 
-def encode_infer_response(io: ModelIO, request: InferRequest,
-                          results: Mapping[str, np.ndarray]) -> tuple[bytes, int | None]:
+def encode_infer_response(io: ModelIO, request: InferRequest, results: Mapping[str, np.ndarray], *,
+                          shared_memory: SharedMemoryRegistry | None = None) -> tuple[bytes, int | None]:
     """The ``$inference_response`` for ``request``: the body, and the
     ``Inference-Header-Content-Length`` (None when the body is JSON only).
 
     ``{"model_name", "model_version", "id"?, "outputs": [{"name", "datatype", "shape",
     "data" | "parameters": {"binary_data_size"}}]}``, the binary outputs' bytes
-    following the JSON in the order of ``outputs``.
+    following the JSON in the order of ``outputs``. An output requested in a shared
+    memory region is written there and has only name, datatype and shape here (as Triton answers).
     """
     plan = request.plan
     if plan is not None and plan.response_header is not None:
@@ -520,10 +588,14 @@ def encode_infer_response(io: ModelIO, request: InferRequest,
             return b"".join([header, *blobs]), len(header)
     entries = []
     blobs: list[bytes | memoryview] = []
+    to_shm: list[tuple[RequestedOutput, bytes | memoryview]] = []
     for ro in request.outputs:
         arr, datatype = _output(io, ro, results)
         shape = list(arr.shape)
-        if ro.binary:
+        if ro.shared_memory is not None:
+            to_shm.append((ro, _raw(arr, datatype)))
+            entries.append({"name": ro.name, "datatype": datatype, "shape": shape})
+        elif ro.binary:
             raw = _serialize_bytes(arr) if datatype == "BYTES" else memoryview(np.ascontiguousarray(arr)).cast("B")
             entries.append({"name": ro.name, "datatype": datatype, "shape": shape,
                             "parameters": {"binary_data_size": len(raw)}})
@@ -536,6 +608,7 @@ def encode_infer_response(io: ModelIO, request: InferRequest,
         doc["id"] = request.id
     doc["outputs"] = entries
     header = dumps(doc)
+    _write_shared_memory(shared_memory, to_shm)
     if not blobs:
         return header, None
     if plan is not None and plan.cache_response:
@@ -551,16 +624,46 @@ def _output(io: ModelIO, ro: RequestedOutput, results: Mapping[str, np.ndarray])
     return arr, io.output_by_name[ro.name].datatype
 
 
-def raw_outputs(io: ModelIO, request: InferRequest,
-                results: Mapping[str, np.ndarray]) -> list[tuple[str, str, list[int], bytes]]:
+def raw_outputs(io: ModelIO, request: InferRequest, results: Mapping[str, np.ndarray], *,
+                shared_memory: SharedMemoryRegistry | None = None) -> list[tuple[str, str, list[int], bytes]]:
     """The requested outputs as ``(name, datatype, shape, raw bytes)``, in the binary tensor
-    layout (BYTES as 4-byte little-endian lengths and their bytes); top-k classes as BYTES."""
+    layout (BYTES as 4-byte little-endian lengths and their bytes); top-k classes as BYTES.
+    An output requested in shared memory is written there and has empty raw bytes here (as
+    Triton's gRPC answer has: one raw entry per output)."""
     out = []
+    to_shm: list[tuple[RequestedOutput, bytes | memoryview]] = []
     for ro in request.outputs:
         arr, datatype = _output(io, ro, results)
-        raw = _serialize_bytes(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).tobytes()
+        if ro.shared_memory is not None:
+            to_shm.append((ro, _raw(arr, datatype)))
+            raw = b""
+        else:
+            raw = _serialize_bytes(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).tobytes()
         out.append((ro.name, datatype, list(arr.shape), raw))
+    _write_shared_memory(shared_memory, to_shm)
     return out
+
+
+def _raw(arr: np.ndarray, datatype: str) -> bytes | memoryview:
+    return _serialize_bytes(arr) if datatype == "BYTES" else memoryview(np.ascontiguousarray(arr)).cast("B")
+
+
+def _write_shared_memory(shm: SharedMemoryRegistry | None,
+                         outputs: list[tuple[RequestedOutput, bytes | memoryview]]) -> None:
+    """Write the outputs requested in shared memory; every size is checked before any is written,
+    so a request refused here leaves every region as it was."""
+    if not outputs:
+        return
+    for ro, raw in outputs:
+        ref = ro.shared_memory
+        assert ref is not None and shm is not None  # decoding refused shared memory without a registry
+        if len(raw) > ref.byte_size:
+            raise invalid(f"output {ro.name!r} shared_memory_byte_size",
+                          f"is {ref.byte_size} bytes but the output has {len(raw)} bytes",
+                          f"at least {len(raw)} bytes in region {ref.region!r}")
+    for ro, raw in outputs:
+        ref = ro.shared_memory
+        shm.write(ref.region, offset=ref.offset, data=raw, what=f"output {ro.name!r}")
 
 
 def model_metadata(io: ModelIO, *, versions: Sequence[str], platform: str,
