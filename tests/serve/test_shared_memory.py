@@ -4,6 +4,7 @@ driven by tritonclient.http and tritonclient.grpc with regions made by tritoncli
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import socket
 from pathlib import Path
@@ -21,12 +22,18 @@ from tritonclient.utils import InferenceServerException
 import edgehal
 from edgehal.errors import EdgehalError
 from edgehal.serve.app import ServerOptions
-from edgehal.serve.protocol import InvalidRequest
+from edgehal.serve.protocol import (
+    InvalidRequest,
+    ModelIO,
+    decode_infer_request,
+    encode_infer_response,
+)
 from edgehal.serve.shared_memory import (
     RegionExists,
     RegionNotFound,
     SharedMemoryRegistry,
 )
+from edgehal.tensors import TensorSpec
 
 from .test_binary_offsets import _two_in_two_out
 
@@ -176,6 +183,91 @@ def test_a_region_file_shrunk_after_registration_is_an_error_not_a_crash(make_re
         reg.write("r", offset=32, data=b"x" * 8)
     assert shm_file(key).stat().st_size == 16  # not grown back by a write
     assert reg.read("r", offset=0, size=16) == bytes(16)
+
+
+# ---------------------------------------------------------------------------
+# The request parameters, decoded and encoded without a server
+
+IO = ModelIO("m", "1", (TensorSpec("input", np.float32, (1, 4)),),
+             (TensorSpec("logits", np.float32, (3,)), TensorSpec("aux", np.float32, (2,))), 8,
+             {"logits": ("a", "b", "c")})
+
+
+def _doc(input_params: dict, outputs: list | None = None) -> bytes:
+    doc: dict = {"inputs": [{"name": "input", "shape": [2, 1, 4], "datatype": "FP32", "parameters": input_params}]}
+    if outputs is not None:
+        doc["outputs"] = outputs
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("params,outputs,message", [
+    ({"shared_memory_byte_size": 32}, None, "shared_memory_byte_size or shared_memory_offset without"),
+    ({"shared_memory_region": "r"}, None, "has shared_memory_region without shared_memory_byte_size"),
+    ({"shared_memory_region": "r", "shared_memory_byte_size": 32, "binary_data_size": 32}, None,
+     "has both shared memory and data in the body"),
+    ({"shared_memory_region": "r", "shared_memory_byte_size": 32, "shared_memory_offset": -4}, None,
+     "shared_memory_offset | is -4"),
+    ({"shared_memory_region": "r", "shared_memory_byte_size": True}, None, "shared_memory_byte_size | is True"),
+    ({"shared_memory_region": 7, "shared_memory_byte_size": 32}, None, "shared_memory_region | is 7"),
+    ({"shared_memory_region": "r", "shared_memory_byte_size": 32},
+     [{"name": "logits", "parameters": {"classification": 2, "shared_memory_region": "r",
+                                        "shared_memory_byte_size": 64}}],
+     "asks for classification and shared memory together"),
+    ({"shared_memory_region": "r", "shared_memory_byte_size": 32},
+     [{"name": "logits", "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 24,
+                                        "shared_memory_offset": 48}}],
+     "shared_memory_offset 48 + shared_memory_byte_size 24 is past the end of region 'r' (64 bytes)"),
+])
+def test_malformed_shared_memory_parameters_are_refused(make_region, params, outputs, message):
+    key, _ = make_region(64)
+    reg = SharedMemoryRegistry()
+    reg.register("r", key=key, offset=0, byte_size=64)
+    raw = _doc(params, outputs)
+    if "binary_data_size" in params:
+        raw, header = raw + bytes(32), str(len(raw))
+    else:
+        header = None
+    with pytest.raises(InvalidRequest) as info:
+        decode_infer_request(raw, header, IO, shared_memory=reg)
+    assert message in str(info.value)
+
+
+def test_an_output_region_that_is_not_registered_is_refused_before_the_model_runs():
+    raw = json.dumps({"inputs": [{"name": "input", "shape": [2, 1, 4], "datatype": "FP32", "data": [0] * 8}],
+                      "outputs": [{"name": "aux", "parameters": {"shared_memory_region": "out",
+                                                                 "shared_memory_byte_size": 8}}]}).encode()
+    with pytest.raises(RegionNotFound, match="'out' | is not registered"):
+        decode_infer_request(raw, None, IO, shared_memory=SharedMemoryRegistry())
+
+
+def test_repeated_binary_requests_write_every_answer_to_shared_memory(make_region):
+    """A binary request whose header repeats is decoded from a cached plan and its answer header is cached;
+    with an output in shared memory neither cache may skip the write."""
+    key, handle = make_region(64)
+    reg = SharedMemoryRegistry()
+    reg.register("out", key=key, offset=0, byte_size=64)
+    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 4], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 16}}],
+                         "outputs": [{"name": "aux", "parameters": {"shared_memory_region": "out",
+                                                                    "shared_memory_byte_size": 8,
+                                                                    "shared_memory_offset": 8,
+                                                                    "binary_data": True}},  # as tritonclient
+                                     {"name": "logits", "parameters": {"binary_data": True}}]}).encode()
+    for value in (1.0, 2.0, 3.0):
+        request = decode_infer_request(header + np.full(4, value, np.float32).tobytes(), str(len(header)), IO,
+                                       shared_memory=reg)
+        np.testing.assert_array_equal(request.inputs["input"], np.full((1, 1, 4), value, np.float32))
+        results = {"logits": np.full((1, 3), value, np.float32), "aux": np.float32([[value, -value]])}
+        out, hl = encode_infer_response(IO, request, results, shared_memory=reg)
+        answer = json.loads(out[:hl])
+        assert answer["outputs"][0] == {"name": "aux", "datatype": "FP32", "shape": [1, 2]}
+        assert np.frombuffer(out[hl:], np.float32).tolist() == [value] * 3  # only logits in the body
+        assert shm.get_contents_as_numpy(handle, np.float32, [1, 2], offset=8).tolist() == [[value, -value]]
+
+
+def test_without_a_registry_shared_memory_is_refused():
+    with pytest.raises(InvalidRequest, match="asks for shared memory, which is not available here"):
+        decode_infer_request(_doc({"shared_memory_region": "r", "shared_memory_byte_size": 32}), None, IO)
 
 
 # ---------------------------------------------------------------------------
