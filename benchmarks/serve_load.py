@@ -804,7 +804,7 @@ def targets_table(targets: list[dict]) -> str:
         return "-" if c["value"] is None else f"{format(c['value'], fmt)} {_verdict(c['pass'])}"
 
     for t in targets:
-        lines.append(f"| {t['batching']} | {t['protocol']} {t['payload']} | {cell(t['throughput_ratio_c16'], '.2f')} "
+        lines.append(f"| {t['batching']} | {t['protocol']} {t['payload']} | {cell(t['throughput_ratio_c16'], '.3f')} "
                      f"| {cell(t['p99_ms_c16'], '.2f')} | {cell(t['p50_ms_c1'], '.3f')} "
                      f"| {_verdict(t['pass'])} |")
     return "\n".join(lines)
