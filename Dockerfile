@@ -19,8 +19,12 @@
 ARG BASE_IMAGE=nvcr.io/nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 FROM ${BASE_IMAGE}
 
-# Extras to install; empty means "gpu,tensorrt", or "gpu" where JetPack already
-# ships TensorRT. Never "cpu": onnxruntime and onnxruntime-gpu must not coexist.
+# Extras to install; empty means "gpu,tensorrt,serve", or "gpu,serve" where
+# JetPack already ships TensorRT. serve brings what reading /models' config.pbtxt
+# and the gRPC service import (tritonclient's ModelConfig, protobuf, grpcio).
+# Never "cpu": onnxruntime and onnxruntime-gpu must not coexist.
+# tests/test_docker_extras.py reads the extras="..." lists below and serves an
+# exported repository from a fresh venv holding only them (cpu for gpu).
 ARG EDGEHAL_EXTRAS=""
 ARG PIP_EXTRA_INDEX_URL=""
 
