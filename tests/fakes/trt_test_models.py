@@ -112,6 +112,16 @@ def quantize_qdq(src: Path, dst: Path, *, tensorrt_friendly: bool = True) -> Pat
     return dst
 
 
+def convert_fp16(src: Path, dst: Path) -> Path:
+    """``src`` as FP16, as ``edgehal export --precision fp16`` writes it (the same converter)."""
+    from edgehal.export.graph import to_fp16
+
+    model = to_fp16(onnx.load(str(src)))
+    write_onnx_metadata(model, read_artifact(src).require_metadata().with_precision("fp16"))
+    onnx.save(model, str(dst))
+    return dst
+
+
 def graph_model(path: Path, nodes, inputs, outputs, *, opset: int = 17, initializers=(),
                 domains: dict[str, int] | None = None) -> Path:
     """A hand-built graph (no edgehal metadata)."""
