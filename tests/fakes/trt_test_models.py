@@ -88,7 +88,12 @@ def quantize_qdq(src: Path, dst: Path, *, tensorrt_friendly: bool = True) -> Pat
     parses); otherwise onnxruntime's defaults (UINT8 asymmetric activations,
     INT32 biases), which TensorRT refuses.
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     rng = np.random.default_rng(0)
     batches = [{INPUT: rng.random((2, *SHAPE), dtype=np.float32)} for _ in range(4)]

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
 import fake_tensorrt  # noqa: E402
 import trt_test_models as tm  # noqa: E402
 
+from edgehal.artifact import engine_sidecar_path, read_artifact, read_engine_sidecar  # noqa: E402
 from edgehal.errors import EdgehalError  # noqa: E402
 from edgehal.export.tensorrt import provenance  # noqa: E402
 from edgehal.export.tensorrt.build import build_engine  # noqa: E402
 from edgehal.export.tensorrt.plan import EngineOptions  # noqa: E402
-from edgehal.artifact import engine_sidecar_path, read_artifact, read_engine_sidecar  # noqa: E402
 from edgehal.fileio import sha256_file  # noqa: E402
 
 
@@ -190,3 +190,15 @@ def test_dynamic_non_batch_dimension_gets_its_profile_range(fake, tmp_path):
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "H", 28])])
     build_engine(path, tmp_path / "hw.plan", EngineOptions(max_batch=4, dims={"H": (14, 28, 56)}))
     assert built(tmp_path / "hw.plan")["profiles"] == [{"x": [[1, 1, 14, 28], [4, 1, 28, 28], [4, 1, 56, 28]]}]
+
+
+def test_build_engine_cli_says_which_fp16_onnx_it_built_from(fake, models, tmp_path):
+    from click.testing import CliRunner
+
+    from edgehal.cli import main
+
+    result = CliRunner().invoke(main, ["build-engine", str(models["kept"]), "-o", str(tmp_path / "c.plan"),
+                                       "--precision", "fp16", "--max-batch", "4"])
+    assert result.exit_code == 0, result.output
+    assert "built from c.fp16.onnx, mnist_kept.onnx converted to FP16" in result.output
+    assert (tmp_path / "c.fp16.onnx").is_file()
