@@ -27,7 +27,7 @@ def test_tensorrt_modules_import_without_tensorrt():
             "import edgehal.export.tensorrt, edgehal.runtime.tensorrt, edgehal.export.inspect, "
             "edgehal.export.triton, edgehal.export.graph, edgehal.export.tensorrt.plan, "
             "edgehal.export.tensorrt.ops, edgehal.export.tensorrt.profile, edgehal.export.tensorrt.provenance, "
-            "edgehal.export.tensorrt.library, edgehal.export.tensorrt.build\n"
+            "edgehal.export.tensorrt.library, edgehal.export.tensorrt.build, edgehal.export.tensorrt.progress\n"
             "from edgehal.runtime.tensorrt import TensorRTRunner\n"
             "r = TensorRTRunner('missing.plan', device_index=0)\n"
             "print('ok', r.manifest)\n")
