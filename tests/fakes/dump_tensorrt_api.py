@@ -38,13 +38,29 @@ def _public(names) -> list[str]:
     return sorted(n for n in names if not n.startswith("_"))
 
 
+def _parameters(method) -> list[list[str]] | None:
+    """Each overload's parameter names, from pybind11's signature lines (``name(self: T, a: int, b: X) -> R``)."""
+    import re
+
+    doc = getattr(method, "__doc__", None) or ""
+    name = getattr(method, "__name__", "")
+    out = []
+    for line in doc.splitlines():
+        m = re.match(rf"\s*(?:\d+\. )?{re.escape(name)}\((.*)\)\s*->", line)
+        if m:
+            names = [p.split(":")[0].strip() for p in re.split(r",\s*(?![^\[]*\])", m.group(1)) if p.strip()]
+            out.append([n for n in names if n != "self"])
+    return out or None
+
+
 def _members(enum) -> dict[str, int]:
     """name -> int value: the values matter where they are bit positions (``1 << int(flag)``)."""
     return {name: int(value) for name, value in enum.__members__.items()}
 
 
 def dump(trt) -> dict:
-    """Module names, class attributes (with the read-only properties) and enum members of ``trt``."""
+    """Module names, class attributes (with the read-only properties and each method's parameter names)
+    and enum members of ``trt``."""
     classes = {}
     for name in CLASSES:
         cls = getattr(trt, name, None)
@@ -52,7 +68,10 @@ def dump(trt) -> dict:
             continue
         attrs = _public(dir(cls))
         readonly = [a for a in attrs if isinstance(getattr(cls, a, None), property) and getattr(cls, a).fset is None]
-        classes[name] = {"attributes": attrs, "read_only": readonly}
+        methods = {a: _parameters(getattr(cls, a)) for a in attrs if callable(getattr(cls, a, None))
+                   and not isinstance(getattr(cls, a), property) and not isinstance(getattr(cls, a), type)}
+        classes[name] = {"attributes": attrs, "read_only": readonly,
+                         "parameters": {a: p for a, p in methods.items() if p}}
     enums = {name: _members(getattr(trt, name)) for name in ENUMS if hasattr(trt, name)}
     enums["ILogger.Severity"] = _members(trt.ILogger.Severity)
     return {"version": trt.__version__, "module": _public(dir(trt)), "classes": classes, "enums": enums}

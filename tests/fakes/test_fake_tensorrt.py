@@ -205,6 +205,29 @@ def test_every_name_the_fake_defines_is_real():
         assert mine <= real, (api, sorted(mine - real))
 
 
+def test_every_method_the_fake_defines_takes_the_real_parameter_names():
+    """So a keyword argument edgehal passes (``ignore_mismatch=False``) is one the real binding accepts, under
+    the same name, in the same place."""
+    import inspect
+
+    classes = {"Builder": trt.Builder, "IBuilderConfig": trt.IBuilderConfig, "INetworkDefinition":
+               trt.INetworkDefinition, "OnnxParser": trt.OnnxParser, "IOptimizationProfile":
+               trt.IOptimizationProfile, "ICudaEngine": trt.ICudaEngine, "IExecutionContext": trt.IExecutionContext,
+               "Runtime": trt.Runtime, "ITimingCache": trt.ITimingCache}
+    checked = 0
+    for api, cls in classes.items():
+        for name, member in vars(cls).items():
+            if name.startswith("_") or not inspect.isfunction(member):
+                continue
+            mine = [p for p in inspect.signature(member).parameters if p != "self"]
+            overloads = [o for m in trt.MAJORS for o in trt.API[m]["classes"][api]["parameters"].get(name, [])]
+            assert overloads, (api, name)
+            # the fake may leave out trailing parameters that have defaults in the real binding
+            assert any(o[:len(mine)] == mine for o in overloads), (api, name, mine, overloads)
+            checked += 1
+    assert checked > 20
+
+
 def _build(builder, net, config):
     profile = builder.create_optimization_profile()
     profile.set_shape("input", (1, 1, 28, 28), (8, 1, 28, 28), (8, 1, 28, 28))
