@@ -102,6 +102,9 @@ def build_from_plan(plan: BuildPlan, output: str | Path, *, device_index: int = 
     if not plan.converts_to_fp16:
         return _build(trt, plan, out, host, parse=plan.source.path)
     final = fp16_onnx_path(out)
+    if final.resolve() == plan.source.path.resolve():
+        raise EdgehalError(f"-o {out}", f"would write the converted FP16 ONNX over the source {final.name}",
+                           "another engine name (the FP16 ONNX goes to ENGINE-stem.fp16.onnx)")
     with atomic_path(final) as tmp:  # kept only when the engine was built from it
         _write_fp16_onnx(plan, tmp)
         result = _build(trt, plan, out, host, parse=tmp, fp16_onnx=(final.name, sha256_file(tmp)))

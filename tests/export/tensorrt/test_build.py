@@ -202,3 +202,14 @@ def test_build_engine_cli_says_which_fp16_onnx_it_built_from(fake, models, tmp_p
     assert result.exit_code == 0, result.output
     assert "built from c.fp16.onnx, mnist_kept.onnx converted to FP16" in result.output
     assert (tmp_path / "c.fp16.onnx").is_file()
+
+
+def test_the_converted_fp16_onnx_never_overwrites_its_source(fake, models, tmp_path):
+    import shutil
+
+    src = tmp_path / "m.fp16.onnx"  # an FP32 model under an unlucky name
+    shutil.copy(models["kept"], src)
+    before = src.read_bytes()
+    with pytest.raises(EdgehalError, match=r"would write the converted FP16 ONNX over the source m.fp16.onnx"):
+        build_engine(src, tmp_path / "m.plan", EngineOptions(precision="fp16", max_batch=4))
+    assert src.read_bytes() == before and not (tmp_path / "m.plan").exists()
