@@ -481,8 +481,9 @@ def doctor(as_json):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="Engine file to write (MODEL.plan); its provenance goes to OUTPUT.json. Required.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=False,
-              help="Engine precision; int8 needs an ONNX with QuantizeLinear/DequantizeLinear nodes. "
-                   "Defaults to fp32.")
+              help="Engine precision. Engines are strongly typed: fp16 builds from an FP16 ONNX (an FP32 "
+                   "one is converted first, kept as OUTPUT-stem.fp16.onnx); int8 needs an ONNX with "
+                   "QuantizeLinear/DequantizeLinear nodes (`edgehal quantize`). Defaults to fp32.")
 @click.option("--min-batch", type=click.IntRange(min=1), default=None,
               help="Smallest batch of the optimisation profile. Defaults to 1 (or the ONNX's fixed batch).")
 @click.option("--opt-batch", type=click.IntRange(min=1), default=None,
@@ -498,10 +499,10 @@ def doctor(as_json):
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Timing cache file, read if present and updated after the build. Defaults to none.")
 @click.option("--dla-core", type=click.IntRange(min=0), default=None,
-              help="Run layers on this DLA core of a Jetson, the rest on the GPU (needs fp16 or int8). "
-                   "Defaults to none (GPU only).")
+              help="Run layers on this DLA core of a Jetson, the rest on the GPU (needs fp16 or int8, and "
+                   "TensorRT 10: DLA builds are weakly typed). Defaults to none (GPU only).")
 @click.option("--version-compatible", is_flag=True, default=False,
-              help="Build an engine that later TensorRT 10 releases can load. Defaults to off.")
+              help="Build an engine that later releases of the same TensorRT major can load. Defaults to off.")
 @click.option("--hardware-compatible", is_flag=True, default=False,
               help="Build an engine for any Ampere-or-newer GPU (not Jetson, not DLA). Defaults to off.")
 @click.option("--device", type=click.IntRange(min=0), default=0, show_default=False,
@@ -545,6 +546,9 @@ def build_engine_cmd(model, output, precision, min_batch, opt_batch, max_batch, 
     span = f"batch {batch[0]}..{batch[1]}, " if batch else ""
     click.echo(f"wrote {result.engine} ({result.engine.stat().st_size / 2**20:.1f} MiB) and "
                f"{result.sidecar.name}: {prov.precision}, {span}built with {prov.built_on.describe()}")
+    if result.fp16_onnx is not None:
+        click.echo(f"built from {result.fp16_onnx.name}, {Path(model).name} converted to FP16 (kept beside the "
+                   "engine and recorded in its sidecar)")
 
 
 @main.command("inspect")

@@ -2,10 +2,12 @@
 
 Loading checks the engine's provenance sidecar against this machine and only
 then deserialises it (:func:`load_engine`); a shape outside the engine's
-optimisation profile is refused before TensorRT sees it. Binding and running
-use the TensorRT 10 names: tensors by name (no binding indices),
-``set_input_shape``, ``set_tensor_address`` and ``execute_async_v3`` on the
-runner's own CUDA stream. Device memory is torch CUDA tensors
+optimisation profile is refused before TensorRT sees it, and so is an engine
+built with another TensorRT major (10 and 11 are supported; engines never
+load across majors). Binding and running use the names TensorRT 10 and 11
+share: tensors by name (no binding indices), ``set_input_shape``,
+``set_tensor_address`` and ``execute_async_v3`` on the runner's own CUDA
+stream. Device memory is torch CUDA tensors
 (:class:`CudaMemory`): torch is always installed, so no other CUDA binding is
 needed. Outputs are reported in manifest order, every head of a kept-aux engine.
 
@@ -25,7 +27,7 @@ import numpy as np
 from edgehal.artifact import read_engine_sidecar
 from edgehal.errors import EdgehalError
 from edgehal.export.graph import manifest_order
-from edgehal.export.tensorrt.library import import_tensorrt, make_logger
+from edgehal.export.tensorrt.library import import_tensorrt, make_logger, tensorrt_major
 from edgehal.export.tensorrt.profile import check_profile
 from edgehal.export.tensorrt.provenance import (
     EngineProvenance,
@@ -57,12 +59,15 @@ class LoadedEngine:
 def load_engine(path: str | Path, *, device_index: int = 0) -> LoadedEngine:
     """Check the sidecar against this machine, then deserialise the engine.
 
-    An engine from another TensorRT version or GPU is refused here, with what
-    differs and the ``edgehal build-engine`` line that rebuilds it, before
-    TensorRT ever sees it.
+    An engine from another TensorRT major, version or GPU is refused here
+    (:func:`~edgehal.export.tensorrt.provenance.check_compatibility`), with
+    what differs and the ``edgehal build-engine`` line that rebuilds it,
+    before TensorRT ever sees it; the major comes from the sidecar, or from
+    its version string for sidecars written before it was recorded.
     """
     p = Path(path)
     trt = import_tensorrt()
+    tensorrt_major(trt)  # an unsupported major is one clear error
     provenance = read_engine_sidecar(p)
     check_engine_file(provenance, p)
     host = host_info(device_index=device_index)

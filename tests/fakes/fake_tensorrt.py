@@ -1,20 +1,34 @@
-"""A strict stand-in for the ``tensorrt`` module: the TensorRT 10 Python API and nothing else.
+"""A strict stand-in for the ``tensorrt`` module: the TensorRT 10 or 11 Python API and nothing else.
 
 TensorRT cannot be installed where the tests run, so this fake lets them drive
 edgehal's engine build (:mod:`edgehal.export.tensorrt.build`) and runner
-(:mod:`edgehal.runtime.tensorrt`) end to end on a CPU. Where edgehal could go
-wrong it is at least as strict as TensorRT:
+(:mod:`edgehal.runtime.tensorrt`) end to end on a CPU, as either supported
+major (:func:`install` with ``major=10`` or ``11``; the tests run both). Where
+edgehal could go wrong it is at least as strict as TensorRT:
 
+- Which names exist is the real bindings', per major: module names, enum
+  members (with their real values: bit positions matter for
+  ``NetworkDefinitionCreationFlag``) and class attributes come from
+  ``tensorrt_api_10.json`` / ``tensorrt_api_11.json``, which
+  ``dump_tensorrt_api.py`` wrote from NVIDIA's wheels (see there how). A name
+  the pretended major lacks raises ``AttributeError`` on the module, the
+  enums and every object (``BuilderFlag.FP16`` and ``BuilderFlag.INT8`` under
+  11, ``builder.platform_has_fast_fp16`` under 11, ``builder.max_batch_size``
+  under both), and so does setting it.
 - Every class is closed (``__slots__``), as TensorRT's pybind11 classes are:
-  reading or setting an attribute the TensorRT 10 class does not have raises
-  ``AttributeError`` (``builder.max_batch_size = 8`` and
-  ``config.max_workspace_size``, both removed in TensorRT 10), a read-only
-  property cannot be set, and a property or method given a value of the wrong
-  type (a string where an enum belongs) raises ``TypeError``.
+  reading or setting an attribute the TensorRT class does not have raises
+  ``AttributeError``, a read-only property cannot be set, and a property or
+  method given a value of the wrong type (a string where an enum belongs)
+  raises ``TypeError``.
+- :data:`RULES` holds what the name lists cannot say: the version, strong
+  typing (always on in 11; opt-in in 10, where a strongly typed network
+  refuses the precision builder flags), and the build's progress phases.
 - ``IOptimizationProfile.set_shape`` refuses shapes of different ranks and
   ``min <= opt <= max`` violations; the build refuses a dynamic network
-  without a profile, and a profile whose shapes do not fit an input's rank or
-  static dimensions.
+  without a profile (None and an error logged, as TensorRT's builder does),
+  and a profile whose shapes do not fit an input's rank or static dimensions.
+- The build reports progress phases to ``config.progress_monitor`` and logs a
+  warning, so tests can check both reach the user.
 - The execution context really binds and runs: ``set_input_shape`` accepts
   only shapes inside the engine's profile, ``set_tensor_address`` only I/O
   tensor names, and ``execute_async_v3`` fails unless every input shape and
@@ -38,26 +52,58 @@ from __future__ import annotations
 import ctypes
 import enum
 import json
+import sys
+import types
+from pathlib import Path
 from typing import Any, Sequence
 
 import fake_cuda
 import numpy as np
 import torch
 
-__version__ = "10.7.0.23"
-
 DOCS = "https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/"
+MAJORS = (10, 11)
+
+# The real bindings' names, per major (dump_tensorrt_api.py)
+API: dict[int, dict] = {m: json.loads((Path(__file__).with_name(f"tensorrt_api_{m}.json")).read_text())
+                        for m in MAJORS}
+
+# What the name lists cannot say, per major, and where each rule comes from.
+RULES: dict[int, dict[str, Any]] = {
+    10: {
+        "version": API[10]["version"],
+        # infer/Graph/Network.html (NetworkDefinitionCreationFlag): STRONGLY_TYPED is opt-in in 10
+        "always_strongly_typed": False,
+        # TensorRT 10 developer guide, "Strongly Typed Networks": the precision flags (FP16, BF16,
+        # INT8, FP8, INT4) are not allowed with a strongly typed network; the build fails
+        "strongly_typed_refuses": ("FP16", "BF16", "INT8", "FP8", "INT4", "FP4"),
+    },
+    11: {
+        "version": API[11]["version"],
+        # infer/Graph/Network.html (11.x) and "Migrating from TensorRT 10.x to 11.x": weak typing is
+        # gone; STRONGLY_TYPED is deprecated and ignored, every network is strongly typed
+        "always_strongly_typed": True,
+        "strongly_typed_refuses": (),  # the precision flags do not exist at all (BuilderFlag lists)
+    },
+}
+# infer/Core/ProgressMonitor.html (10.x and 11.x): the phases the fake build reports
+PHASES = (("Building engine", None, 2), ("Tactic selection", "Building engine", 3))
+BUILD_WARNING = "Weights of layer 'node_conv' are outside FP16 range; they were clamped (fake TensorRT)"
+
+_MAJOR = 10
+__version__ = RULES[10]["version"]
 
 
 class Scenario:
     """What the test wants the fake machine to do; not part of TensorRT (tests reset it)."""
 
-    __slots__ = ("dla_cores", "parse_error", "build_error", "deserialized")
+    __slots__ = ("dla_cores", "parse_error", "build_error", "build_warning", "deserialized")
 
     def __init__(self) -> None:
         self.dla_cores = 0  # DLA cores the fake device has
         self.parse_error: str | None = None  # the ONNX parser fails with this message
         self.build_error: str | None = None  # the builder fails and logs this message
+        self.build_warning: str | None = BUILD_WARNING  # the builder logs this warning on every build
         self.deserialized = 0  # engines deserialised so far
 
 
@@ -79,18 +125,53 @@ def _readonly(name: str) -> property:
     return property(lambda self: getattr(self, "_" + name), doc=f"read-only {name}")
 
 
-def _typed(name: str, kind: type | tuple[type, ...]) -> property:
-    """A read-write property that refuses values of the wrong type, as pybind11 does."""
+def _typed(name: str, kind: type | tuple[type, ...] | str) -> property:
+    """A read-write property that refuses values of the wrong type, as pybind11 does (``kind`` may name
+    one of this module's enums, looked up when set: the enums are the installed major's)."""
 
     def get(self: Any) -> Any:
         return getattr(self, "_" + name)
 
     def set_(self: Any, value: Any) -> None:
-        if isinstance(value, bool) and kind is int or not isinstance(value, kind):
-            raise TypeError(f"{name}: incompatible value {value!r} (expected {kind})")
+        want = globals()[kind] if isinstance(kind, str) else kind
+        if isinstance(value, bool) and want is int or not isinstance(value, want):
+            raise TypeError(f"{name}: incompatible value {value!r} (expected {want})")
         object.__setattr__(self, "_" + name, value)
 
     return property(get, set_, doc=name)
+
+
+class _Api:
+    """Hides what the installed major's class lacks: its public attributes are the real bindings' (API)."""
+
+    __slots__ = ()
+    _api = ""  # the class's name in tensorrt_api_<major>.json
+
+    def __getattribute__(self, name: str) -> Any:
+        if name[0] != "_" and not _has(type(self), name):
+            raise AttributeError(f"'tensorrt.{type(self)._api}' object has no attribute {name!r} "
+                                 f"(TensorRT {_MAJOR})")
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name[0] != "_" and not _has(type(self), name):
+            raise AttributeError(f"'tensorrt.{type(self)._api}' object has no attribute {name!r} "
+                                 f"(TensorRT {_MAJOR})")
+        if name in API[_MAJOR]["classes"].get(type(self)._api, {}).get("read_only", ()):
+            raise AttributeError(f"property {name!r} of 'tensorrt.{type(self)._api}' object has no setter "
+                                 f"(TensorRT {_MAJOR})")
+        object.__setattr__(self, name, value)
+
+
+def _has(cls: type, name: str) -> bool:
+    """Whether the installed major's ``cls`` has ``name``; an application's subclass (a logger, a
+    progress monitor) may add its own."""
+    api = next((c._api for c in cls.__mro__ if c.__dict__.get("_api")), "")
+    attributes = API[_MAJOR]["classes"].get(api, {}).get("attributes", ())
+    if name in attributes:
+        return True
+    defining = next((c for c in cls.__mro__ if name in c.__dict__), None)
+    return defining is not None and not defining.__dict__.get("_api") and defining is not _Api
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> None:
@@ -99,95 +180,53 @@ def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> None:
 
 
 # --------------------------------------------------------------------------
-# Enums and types: infer/FoundationalTypes/DataType.html and the pages of the classes that use them
+# Enums: the installed major's members and values (tensorrt_api_<major>.json); the pages of the
+# classes that use them: infer/FoundationalTypes/DataType.html, infer/Core/BuilderConfig.html
+# (BuilderFlag, MemoryPoolType, DeviceType, HardwareCompatibilityLevel), infer/Graph/Network.html
+# (NetworkDefinitionCreationFlag), parsers/Onnx/pyOnnx.html (OnnxParserFlag), infer/Core/Engine.html
+# (TensorIOMode), infer/Graph/LayerBase.html (TensorLocation)
 
 
-class DataType(enum.Enum):
-    FLOAT = "FLOAT"
-    HALF = "HALF"
-    BF16 = "BF16"
-    INT8 = "INT8"
-    INT32 = "INT32"
-    INT64 = "INT64"
-    BOOL = "BOOL"
-    UINT8 = "UINT8"
-    FP8 = "FP8"
-    INT4 = "INT4"
+class _Enum(enum.Enum):
+    """A pybind11 enum: members by name, ``int(member)`` its value; no other member."""
+
+    def __int__(self) -> int:
+        return int(self.value)
 
 
-_NP = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8,
-       DataType.INT32: np.int32, DataType.INT64: np.int64, DataType.BOOL: np.bool_, DataType.UINT8: np.uint8}
+ENUMS = ("BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType", "DeviceType",
+         "HardwareCompatibilityLevel", "OnnxParserFlag", "TensorIOMode", "TensorLocation", "DataType")
+
+
+def _enums(major: int) -> dict[str, type[_Enum]]:
+    return {name: _Enum(name, API[major]["enums"][name], module="tensorrt", qualname=name) for name in ENUMS}
+
+
+# TensorRT 10's until install() says otherwise; methods look them up when called, so they are the installed
+# major's
+_DEFAULT = _enums(_MAJOR)
+BuilderFlag = _DEFAULT["BuilderFlag"]
+NetworkDefinitionCreationFlag = _DEFAULT["NetworkDefinitionCreationFlag"]
+MemoryPoolType = _DEFAULT["MemoryPoolType"]
+DeviceType = _DEFAULT["DeviceType"]
+HardwareCompatibilityLevel = _DEFAULT["HardwareCompatibilityLevel"]
+OnnxParserFlag = _DEFAULT["OnnxParserFlag"]
+TensorIOMode = _DEFAULT["TensorIOMode"]
+TensorLocation = _DEFAULT["TensorLocation"]
+DataType = _DEFAULT["DataType"]
+
+_NP = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+       "BOOL": np.bool_, "UINT8": np.uint8}
 # ONNX TensorProto element types the parser imports as network I/O
-_FROM_ONNX = {1: DataType.FLOAT, 10: DataType.HALF, 16: DataType.BF16, 3: DataType.INT8, 6: DataType.INT32,
-              7: DataType.INT64, 9: DataType.BOOL, 2: DataType.UINT8}
+_FROM_ONNX = {1: "FLOAT", 10: "HALF", 16: "BF16", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 2: "UINT8"}
 
 
-def nptype(trt_type: DataType) -> type:
+def nptype(trt_type: Any) -> type:
     """infer/FoundationalTypes/DataType.html: ``tensorrt.nptype``; BF16/FP8/INT4 have no numpy type."""
     _expect(trt_type, DataType, "nptype")
-    if trt_type not in _NP:
+    if trt_type.name not in _NP:
         raise TypeError(f"Could not resolve TensorRT datatype to an equivalent numpy datatype: {trt_type}")
-    return _NP[trt_type]
-
-
-class MemoryPoolType(enum.Enum):  # infer/Core/BuilderConfig.html
-    WORKSPACE = "WORKSPACE"
-    DLA_MANAGED_SRAM = "DLA_MANAGED_SRAM"
-    DLA_LOCAL_DRAM = "DLA_LOCAL_DRAM"
-    DLA_GLOBAL_DRAM = "DLA_GLOBAL_DRAM"
-    TACTIC_DRAM = "TACTIC_DRAM"
-    TACTIC_SHARED_MEMORY = "TACTIC_SHARED_MEMORY"
-
-
-class BuilderFlag(enum.Enum):  # infer/Core/BuilderConfig.html (STRICT_TYPES is gone in TensorRT 10)
-    FP16 = "FP16"
-    BF16 = "BF16"
-    INT8 = "INT8"
-    FP8 = "FP8"
-    INT4 = "INT4"
-    DEBUG = "DEBUG"
-    GPU_FALLBACK = "GPU_FALLBACK"
-    REFIT = "REFIT"
-    DISABLE_TIMING_CACHE = "DISABLE_TIMING_CACHE"
-    TF32 = "TF32"
-    SPARSE_WEIGHTS = "SPARSE_WEIGHTS"
-    SAFETY_SCOPE = "SAFETY_SCOPE"
-    OBEY_PRECISION_CONSTRAINTS = "OBEY_PRECISION_CONSTRAINTS"
-    PREFER_PRECISION_CONSTRAINTS = "PREFER_PRECISION_CONSTRAINTS"
-    DIRECT_IO = "DIRECT_IO"
-    REJECT_EMPTY_ALGORITHMS = "REJECT_EMPTY_ALGORITHMS"
-    VERSION_COMPATIBLE = "VERSION_COMPATIBLE"
-    EXCLUDE_LEAN_RUNTIME = "EXCLUDE_LEAN_RUNTIME"
-    ERROR_ON_TIMING_CACHE_MISS = "ERROR_ON_TIMING_CACHE_MISS"
-    STRIP_PLAN = "STRIP_PLAN"
-    WEIGHT_STREAMING = "WEIGHT_STREAMING"
-
-
-class DeviceType(enum.Enum):  # infer/Core/BuilderConfig.html
-    GPU = "GPU"
-    DLA = "DLA"
-
-
-class HardwareCompatibilityLevel(enum.Enum):  # infer/Core/BuilderConfig.html
-    NONE = "NONE"
-    AMPERE_PLUS = "AMPERE_PLUS"
-    SAME_COMPUTE_CAPABILITY = "SAME_COMPUTE_CAPABILITY"
-
-
-class OnnxParserFlag(enum.Enum):  # parsers/Onnx/pyOnnx.html
-    NATIVE_INSTANCENORM = "NATIVE_INSTANCENORM"
-    ENABLE_UINT8_AND_ASYMMETRIC_QUANTIZATION_DLA = "ENABLE_UINT8_AND_ASYMMETRIC_QUANTIZATION_DLA"
-
-
-class TensorIOMode(enum.Enum):  # infer/Core/Engine.html
-    NONE = "NONE"
-    INPUT = "INPUT"
-    OUTPUT = "OUTPUT"
-
-
-class TensorLocation(enum.Enum):  # infer/Graph/LayerBase.html
-    DEVICE = "DEVICE"
-    HOST = "HOST"
+    return _NP[trt_type.name]
 
 
 # --------------------------------------------------------------------------
@@ -238,14 +277,16 @@ def _log(logger: ILogger, severity: ILogger.Severity, msg: str) -> None:
 # The network and the parser
 
 
-class ITensor:
-    """infer/Graph/LayerBase.html: ``name``, ``shape``, ``dtype``, ``location`` are read-write."""
+class ITensor(_Api):
+    """infer/Graph/LayerBase.html: ``name``, ``shape``, ``location`` are read-write; ``dtype`` too in
+    TensorRT 10 (read-only in 11, where the network's types are its own)."""
 
     __slots__ = ("_name", "_shape", "_dtype", "_location", "_is_network_input", "_is_network_output")
+    _api = "ITensor"
     name = _typed("name", str)
     shape = _typed("shape", tuple)
-    dtype = _typed("dtype", DataType)
-    location = _typed("location", TensorLocation)
+    dtype = _typed("dtype", "DataType")
+    location = _typed("location", "TensorLocation")
     is_network_input = _readonly("is_network_input")
     is_network_output = _readonly("is_network_output")
 
@@ -255,17 +296,20 @@ class ITensor:
         self._is_network_input, self._is_network_output = is_input, not is_input
 
 
-class INetworkDefinition:
+class INetworkDefinition(_Api):
     """infer/Graph/Network.html: inputs and outputs by index; ``name`` is the only settable property used."""
 
-    __slots__ = ("_inputs", "_outputs", "_name", "_flags")
+    __slots__ = ("_inputs", "_outputs", "_name", "_flags", "_strongly_typed", "_computes")
+    _api = "INetworkDefinition"
     name = _typed("name", str)
 
-    def __init__(self, flags: int) -> None:
+    def __init__(self, flags: int, *, strongly_typed: bool) -> None:
         self._inputs: list[ITensor] = []
         self._outputs: list[ITensor] = []
         self._name = "network"
         self._flags = flags
+        self._strongly_typed = strongly_typed
+        self._computes: set[str] = set()  # "fp16", "int8": the reduced precisions the parsed graph holds
 
     @property
     def num_inputs(self) -> int:
@@ -284,10 +328,12 @@ class INetworkDefinition:
         return self._outputs[index]
 
 
-class IParserError:
-    """parsers/Onnx/pyOnnx.html: an error is read through methods (``desc()``), not attributes."""
+class IParserError(_Api):
+    """parsers/Onnx/pyOnnx.html (``tensorrt.ParserError``): an error is read through methods (``desc()``),
+    not attributes."""
 
     __slots__ = ("_desc", "_node")
+    _api = "ParserError"
 
     def __init__(self, desc: str, node: int = -1) -> None:
         self._desc, self._node = desc, node
@@ -299,10 +345,11 @@ class IParserError:
         return self._node
 
 
-class OnnxParser:
+class OnnxParser(_Api):
     """parsers/Onnx/pyOnnx.html: ``OnnxParser(network, logger)``; flags are OnnxParserFlag values."""
 
     __slots__ = ("_network", "_logger", "_errors", "_flags")
+    _api = "OnnxParser"
 
     def __init__(self, network: INetworkDefinition, logger: ILogger) -> None:
         _expect(network, INetworkDefinition, "OnnxParser")
@@ -351,13 +398,20 @@ class OnnxParser:
                 self._errors.append(IParserError(f"tensor {vi.name!r}: unsupported data type {t.elem_type}"))
                 return None
             shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in t.shape.dim)
-            return ITensor(vi.name, _FROM_ONNX[t.elem_type], shape, is_input=is_input)
+            return ITensor(vi.name, DataType[_FROM_ONNX[t.elem_type]], shape, is_input=is_input)
 
         inputs = [tensor(v, True) for v in graph.input if v.name not in initializers]
         outputs = [tensor(v, False) for v in graph.output]
         if self._errors:
             return False
         self._network._inputs, self._network._outputs = inputs, outputs
+        fp16 = 10  # TensorProto.FLOAT16: weights, Casts and Constants a strongly typed network computes in
+        if (any(i.data_type == fp16 for i in graph.initializer)
+                or any(n.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in n.attribute)
+                       for n in graph.node)):
+            self._network._computes.add("fp16")
+        if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node):
+            self._network._computes.add("int8")
         return True
 
 
@@ -365,10 +419,11 @@ class OnnxParser:
 # Building
 
 
-class IOptimizationProfile:
+class IOptimizationProfile(_Api):
     """infer/Core/OptimizationProfile.html."""
 
     __slots__ = ("_shapes", "_extra_memory_target")
+    _api = "IOptimizationProfile"
     extra_memory_target = _typed("extra_memory_target", (float, int))
 
     def __init__(self) -> None:
@@ -395,10 +450,11 @@ class IOptimizationProfile:
         return True
 
 
-class ITimingCache:
+class ITimingCache(_Api):
     """infer/Core/BuilderConfig.html (``create_timing_cache``): ``serialize()`` returns the cache bytes."""
 
     __slots__ = ("_data",)
+    _api = "ITimingCache"
 
     def __init__(self, data: bytes) -> None:
         self._data = bytes(data)
@@ -407,21 +463,26 @@ class ITimingCache:
         return memoryview(self._data + b"+tuned")
 
 
-class IBuilderConfig:
-    """infer/Core/BuilderConfig.html: flags and memory pools through methods; the rest are typed properties."""
+class IBuilderConfig(_Api):
+    """infer/Core/BuilderConfig.html: flags and memory pools through methods; the rest are typed properties.
+    ``progress_monitor`` takes an :class:`IProgressMonitor` (or None); ``int8_calibrator`` is TensorRT 10's
+    only (implicit quantization is gone in 11)."""
 
     __slots__ = ("_flags", "_pools", "_profiles", "_cache", "_default_device_type", "_DLA_core",
                  "_hardware_compatibility_level", "_builder_optimization_level", "_avg_timing_iterations",
-                 "_max_aux_streams")
-    default_device_type = _typed("default_device_type", DeviceType)
+                 "_max_aux_streams", "_progress_monitor", "_int8_calibrator")
+    _api = "IBuilderConfig"
+    default_device_type = _typed("default_device_type", "DeviceType")
     DLA_core = _typed("DLA_core", int)
-    hardware_compatibility_level = _typed("hardware_compatibility_level", HardwareCompatibilityLevel)
+    hardware_compatibility_level = _typed("hardware_compatibility_level", "HardwareCompatibilityLevel")
+    progress_monitor = _typed("progress_monitor", "_MONITOR_OR_NONE")
+    int8_calibrator = _typed("int8_calibrator", object)
     builder_optimization_level = _typed("builder_optimization_level", int)
     avg_timing_iterations = _typed("avg_timing_iterations", int)
     max_aux_streams = _typed("max_aux_streams", int)
 
     def __init__(self) -> None:
-        self._flags: set[BuilderFlag] = set()
+        self._flags: set[Any] = set()
         self._pools: dict[MemoryPoolType, int] = {}
         self._profiles: list[IOptimizationProfile] = []
         self._cache: ITimingCache | None = None
@@ -431,24 +492,26 @@ class IBuilderConfig:
         self._builder_optimization_level = 3
         self._avg_timing_iterations = 1
         self._max_aux_streams = -1
+        self._progress_monitor: IProgressMonitor | None = None
+        self._int8_calibrator = None
 
     @property
     def num_optimization_profiles(self) -> int:
         return len(self._profiles)
 
-    def set_flag(self, flag: BuilderFlag) -> None:
+    def set_flag(self, flag: Any) -> None:
         _expect(flag, BuilderFlag, "set_flag")
         self._flags.add(flag)
 
-    def clear_flag(self, flag: BuilderFlag) -> None:
+    def clear_flag(self, flag: Any) -> None:
         _expect(flag, BuilderFlag, "clear_flag")
         self._flags.discard(flag)
 
-    def get_flag(self, flag: BuilderFlag) -> bool:
+    def get_flag(self, flag: Any) -> bool:
         _expect(flag, BuilderFlag, "get_flag")
         return flag in self._flags
 
-    def set_memory_pool_limit(self, pool: MemoryPoolType, pool_size: int) -> None:
+    def set_memory_pool_limit(self, pool: Any, pool_size: int) -> None:
         _expect(pool, MemoryPoolType, "set_memory_pool_limit")
         _expect(pool_size, int, "set_memory_pool_limit")
         self._pools[pool] = pool_size
@@ -470,11 +533,35 @@ class IBuilderConfig:
         return self._cache
 
 
-class Builder:
-    """infer/Core/Builder.html: TensorRT 10 has no ``max_batch_size`` (explicit batch only) and no
-    ``build_engine``; ``num_DLA_cores`` and ``logger`` are read-only, ``max_threads`` is settable."""
+class IProgressMonitor:
+    """infer/Core/ProgressMonitor.html (10.x and 11.x): subclassed by the application
+    (``trt.IProgressMonitor.__init__(self)``, then ``phase_start``, ``step_complete``, ``phase_finish``)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        pass
+
+    def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+        raise RuntimeError("Tried to call pure virtual function \"IProgressMonitor::phaseStart\"")
+
+    def step_complete(self, phase_name: str, step: int) -> bool:
+        raise RuntimeError("Tried to call pure virtual function \"IProgressMonitor::stepComplete\"")
+
+    def phase_finish(self, phase_name: str) -> None:
+        raise RuntimeError("Tried to call pure virtual function \"IProgressMonitor::phaseFinish\"")
+
+
+_MONITOR_OR_NONE = (IProgressMonitor, type(None))
+
+
+class Builder(_Api):
+    """infer/Core/Builder.html: no ``max_batch_size`` (explicit batch only, since 10) and no
+    ``build_engine``; ``num_DLA_cores`` and ``logger`` are read-only, ``max_threads`` is settable;
+    ``platform_has_fast_fp16`` is TensorRT 10's only."""
 
     __slots__ = ("_logger", "_max_threads")
+    _api = "Builder"
     max_threads = _typed("max_threads", int)
 
     def __init__(self, logger: ILogger) -> None:
@@ -490,9 +577,23 @@ class Builder:
     def num_DLA_cores(self) -> int:
         return scenario.dla_cores
 
-    def create_network(self, flags: int = 0) -> INetworkDefinition:
+    @property
+    def platform_has_fast_fp16(self) -> bool:
+        return True
+
+    def create_network(self, flags: int = 0) -> INetworkDefinition | None:
+        """infer/Graph/Network.html: ``flags`` ORs ``1 << int(NetworkDefinitionCreationFlag.X)``; a bit no
+        flag of this major has is an error (None, logged). STRONGLY_TYPED is opt-in in 10, always on in 11."""
         _expect(flags, int, "create_network")
-        return INetworkDefinition(flags)
+        known = {int(f): f for f in NetworkDefinitionCreationFlag}
+        unknown = [bit for bit in range(flags.bit_length()) if flags >> bit & 1 and bit not in known]
+        if flags < 0 or unknown:
+            _log(self._logger, ILogger.ERROR, f"IBuilder::createNetworkV2: Error Code 3: API Usage Error "
+                                              f"(invalid NetworkDefinitionCreationFlags {flags:#x})")
+            return None
+        strongly = RULES[_MAJOR]["always_strongly_typed"] or bool(
+            flags >> int(NetworkDefinitionCreationFlag.STRONGLY_TYPED) & 1)
+        return INetworkDefinition(flags, strongly_typed=strongly)
 
     def create_builder_config(self) -> IBuilderConfig:
         return IBuilderConfig()
@@ -503,21 +604,33 @@ class Builder:
     def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> memoryview | None:
         """None, with the reason logged, where TensorRT's builder fails: no outputs, a DLA core the device
         lacks, a dynamic input without a profile, a profile that does not fit its input
-        (infer/Core/OptimizationProfile.html)."""
+        (infer/Core/OptimizationProfile.html), a precision flag on a strongly typed network (10), a
+        build the progress monitor cancels. Reports :data:`PHASES` to ``config.progress_monitor``
+        and logs ``scenario.build_warning``."""
         _expect(network, INetworkDefinition, "build_serialized_network")
         _expect(config, IBuilderConfig, "build_serialized_network")
         problem = scenario.build_error or self._network_problem(network, config)
+        if not problem and config._progress_monitor is not None and not _report_progress(config._progress_monitor):
+            problem = "IBuilder::buildSerializedNetwork: Error Code 4: the build was cancelled by the progress monitor"
         if problem:
             _log(self._logger, ILogger.ERROR, problem)
             return None
+        if scenario.build_warning:
+            _log(self._logger, ILogger.WARNING, scenario.build_warning)
+        flags = {f.name for f in config._flags}
+        computes = sorted(network._computes if network._strongly_typed
+                          else {"fp16" for f in flags if f == "FP16"} | {"int8" for f in flags if f == "INT8"})
         doc = {
-            "flags": sorted(f.value for f in config._flags),
-            "pools": {p.value: size for p, size in config._pools.items()},
-            "device": config.default_device_type.value, "dla_core": config.DLA_core,
-            "hardware": config.hardware_compatibility_level.value,
+            "tensorrt": __version__,
+            "strongly_typed": network._strongly_typed,
+            "computes": computes,  # reduced precisions: from the graph's types, or (weakly typed) the flags
+            "flags": sorted(flags),
+            "pools": {p.name: size for p, size in config._pools.items()},
+            "device": config.default_device_type.name, "dla_core": config.DLA_core,
+            "hardware": config.hardware_compatibility_level.name,
             "profiles": [{k: [list(s) for s in v] for k, v in p._shapes.items()} for p in config._profiles],
-            "inputs": [[t.name, t.dtype.value, list(t.shape)] for t in network._inputs],
-            "outputs": [[t.name, t.dtype.value, list(t.shape)] for t in network._outputs],
+            "inputs": [[t.name, t.dtype.name, list(t.shape)] for t in network._inputs],
+            "outputs": [[t.name, t.dtype.name, list(t.shape)] for t in network._outputs],
         }
         return memoryview(json.dumps(doc, sort_keys=True).encode())
 
@@ -525,6 +638,10 @@ class Builder:
     def _network_problem(network: INetworkDefinition, config: IBuilderConfig) -> str | None:
         if not network._outputs:
             return "Network must have at least one output."
+        refused = sorted(f.name for f in config._flags if f.name in RULES[_MAJOR]["strongly_typed_refuses"])
+        if network._strongly_typed and refused:
+            return (f"IBuilder::buildSerializedNetwork: Error Code 3: API Usage Error (BuilderFlag::k{refused[0]} "
+                    "is not allowed with a strongly typed network)")
         if config.default_device_type == DeviceType.DLA and not 0 <= config.DLA_core < scenario.dla_cores:
             return f"DLA core {config.DLA_core} is not available ({scenario.dla_cores} DLA cores)."
         inputs = {t.name: t for t in network._inputs}
@@ -545,6 +662,23 @@ class Builder:
                         return (f"{name}: profile shape {list(s)} does not match the network input "
                                 f"dimensions {list(want)}.")
         return None
+
+
+def _report_progress(monitor: IProgressMonitor) -> bool:
+    """:data:`PHASES`, nested as TensorRT nests them; False when ``step_complete`` asks to stop."""
+    (outer, _, outer_steps), (inner, parent, inner_steps) = PHASES
+    monitor.phase_start(outer, None, outer_steps)
+    try:
+        monitor.phase_start(inner, parent, inner_steps)
+        try:
+            for step in range(inner_steps):
+                if not monitor.step_complete(inner, step):
+                    return False
+        finally:
+            monitor.phase_finish(inner)
+        return all(monitor.step_complete(outer, step) for step in range(outer_steps))
+    finally:
+        monitor.phase_finish(outer)
 
 
 # --------------------------------------------------------------------------
@@ -574,16 +708,17 @@ def expected_outputs(inputs: dict[str, np.ndarray], outputs: dict[str, tuple[tup
 # The engine and its execution context
 
 
-class ICudaEngine:
+class ICudaEngine(_Api):
     """infer/Core/Engine.html: I/O tensors by name; every property is read-only."""
 
     __slots__ = ("_doc", "_io", "_name")
+    _api = "ICudaEngine"
 
     def __init__(self, doc: dict) -> None:
         self._doc = doc
         self._name = "network"
-        self._io = {n: (TensorIOMode.INPUT, DataType(d), tuple(s)) for n, d, s in doc["inputs"]}
-        self._io.update({n: (TensorIOMode.OUTPUT, DataType(d), tuple(s)) for n, d, s in doc["outputs"]})
+        self._io = {n: (TensorIOMode.INPUT, DataType[d], tuple(s)) for n, d, s in doc["inputs"]}
+        self._io.update({n: (TensorIOMode.OUTPUT, DataType[d], tuple(s)) for n, d, s in doc["outputs"]})
 
     @property
     def num_io_tensors(self) -> int:
@@ -631,12 +766,13 @@ class ICudaEngine:
         return IExecutionContext(self)
 
 
-class IExecutionContext:
+class IExecutionContext(_Api):
     """infer/Core/ExecutionContext.html: ``set_input_shape``, ``set_tensor_address`` and
     ``execute_async_v3`` return False (and log why) where TensorRT's do; ``engine`` is read-only and
     ``debug_sync`` and ``name`` are settable."""
 
     __slots__ = ("_engine", "_shapes", "_addresses", "_debug_sync", "_name", "_runs")
+    _api = "IExecutionContext"
     debug_sync = _typed("debug_sync", bool)
     name = _typed("name", str)
 
@@ -737,11 +873,13 @@ class IExecutionContext:
 _LOGGERS: dict[int, ILogger] = {}
 
 
-class Runtime:
+class Runtime(_Api):
     """infer/Core/Runtime.html: ``DLA_core`` and ``engine_host_code_allowed`` are settable (typed);
-    ``deserialize_cuda_engine`` returns None, with the reason logged, for bytes that are no engine."""
+    ``deserialize_cuda_engine`` returns None, with the reason logged, for bytes that are no engine and
+    for an engine of another TensorRT major."""
 
     __slots__ = ("_logger", "_DLA_core", "_engine_host_code_allowed", "_max_threads")
+    _api = "Runtime"
     DLA_core = _typed("DLA_core", int)
     engine_host_code_allowed = _typed("engine_host_code_allowed", bool)
     max_threads = _typed("max_threads", int)
@@ -764,7 +902,14 @@ class Runtime:
     def deserialize_cuda_engine(self, serialized_engine: bytes) -> ICudaEngine | None:
         scenario.deserialized += 1
         try:
-            engine = ICudaEngine(json.loads(bytes(serialized_engine)))
+            doc = json.loads(bytes(serialized_engine))
+            built = str(doc["tensorrt"])
+            if built.split(".")[0] != str(_MAJOR):
+                _log(self._logger, ILogger.ERROR, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
+                                                  f"(Version tag does not match. Plan from TensorRT {built}, this "
+                                                  f"is TensorRT {__version__})")
+                return None
+            engine = ICudaEngine(doc)
         except (ValueError, KeyError, TypeError):
             _log(self._logger, ILogger.ERROR, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
                                               "(Serialization assertion magicTagRead == kMAGIC_TAG failed.)")
@@ -777,20 +922,45 @@ class Runtime:
 # Installing the fake
 
 
-def install(monkeypatch: Any) -> Any:
-    """``import tensorrt`` gives this fake, on an 'NVIDIA A10' (sm_86) that is not a Jetson, with
-    :class:`fake_cuda.HostMemory` as the runner's device memory; returns this module. Undone by
-    ``monkeypatch``."""
-    import sys
+class _TensorRTModule(types.ModuleType):
+    """What ``import tensorrt`` gives: this fake's names that the installed major's module has, read
+    through to this module (so a test's monkeypatching shows), and no other."""
 
+    def __getattr__(self, name: str) -> Any:
+        if name == "__version__" or name in API[_MAJOR]["module"]:
+            real = "ParserError" if name == "IParserError" else name
+            fake = "IParserError" if real == "ParserError" else real
+            if fake in _FAKE.__dict__:
+                return _FAKE.__dict__[fake]
+        raise AttributeError(f"module 'tensorrt' has no attribute {name!r} (TensorRT {_MAJOR})")
+
+    def __dir__(self) -> list[str]:
+        return sorted(n for n in API[_MAJOR]["module"] if n in _FAKE.__dict__ or n == "ParserError")
+
+
+_FAKE = sys.modules[__name__]
+
+
+def configure(major: int) -> dict[str, Any]:
+    """This module's globals for TensorRT ``major``: its version and its enums (for monkeypatch)."""
+    if major not in MAJORS:
+        raise ValueError(f"the fake TensorRT is major {MAJORS}, not {major}")
+    return {"_MAJOR": major, "__version__": RULES[major]["version"], **_enums(major)}
+
+
+def install(monkeypatch: Any, major: int = 10) -> Any:
+    """``import tensorrt`` gives this fake as TensorRT ``major`` (10 or 11), on an 'NVIDIA A10'
+    (sm_86) that is not a Jetson, with :class:`fake_cuda.HostMemory` as the runner's device memory;
+    returns this module (its test helpers included). Undone by ``monkeypatch``."""
     from edgehal.export.tensorrt import provenance
     from edgehal.runtime import tensorrt as runtime_tensorrt
 
+    for name, value in configure(major).items():
+        monkeypatch.setattr(_FAKE, name, value)
     reset()
-    module = sys.modules[__name__]
-    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    monkeypatch.setitem(sys.modules, "tensorrt", _TensorRTModule("tensorrt", __doc__))
     monkeypatch.setattr(provenance, "_gpu_info", lambda index: ("NVIDIA A10", "8.6"))
     monkeypatch.setattr(provenance, "_jetson_info", lambda: (None, None))
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
     monkeypatch.setattr(runtime_tensorrt, "CudaMemory", fake_cuda.HostMemory)
-    return module
+    return _FAKE

@@ -88,7 +88,12 @@ def quantize_qdq(src: Path, dst: Path, *, tensorrt_friendly: bool = True) -> Pat
     parses); otherwise onnxruntime's defaults (UINT8 asymmetric activations,
     INT32 biases), which TensorRT refuses.
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     rng = np.random.default_rng(0)
     batches = [{INPUT: rng.random((2, *SHAPE), dtype=np.float32)} for _ in range(4)]
@@ -108,6 +113,16 @@ def quantize_qdq(src: Path, dst: Path, *, tensorrt_friendly: bool = True) -> Pat
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, **kwargs)
     model = onnx.load(str(dst))
     write_onnx_metadata(model, read_artifact(src).require_metadata().with_precision("int8"))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def convert_fp16(src: Path, dst: Path) -> Path:
+    """``src`` as FP16, as ``edgehal export --precision fp16`` writes it (the same converter)."""
+    from edgehal.export.graph import to_fp16
+
+    model = to_fp16(onnx.load(str(src)))
+    write_onnx_metadata(model, read_artifact(src).require_metadata().with_precision("fp16"))
     onnx.save(model, str(dst))
     return dst
 

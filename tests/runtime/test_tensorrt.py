@@ -1,5 +1,6 @@
-"""TensorRTRunner: loading, binding and ``execute_async_v3`` against a strict fake of TensorRT on any
-machine; real engines where TensorRT and a CUDA GPU are present.
+"""TensorRTRunner: loading, binding and ``execute_async_v3`` against a strict fake of TensorRT 10 and
+11 on any machine (each fake test runs as both majors); real engines where TensorRT and a CUDA GPU are
+present.
 
 The fake (tests/fakes/fake_tensorrt.py) runs the runner's own
 binding and execution code with host memory in the place of the GPU: inputs
@@ -24,6 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 import fake_tensorrt  # noqa: E402
 import trt_test_models as tm  # noqa: E402
 
+from edgehal.artifact import (  # noqa: E402
+    engine_sidecar_path,
+    read_engine_sidecar,
+    write_engine_sidecar,
+)
 from edgehal.errors import EdgehalError  # noqa: E402
 from edgehal.export.tensorrt import provenance  # noqa: E402
 from edgehal.export.tensorrt.build import build_engine  # noqa: E402
@@ -32,7 +38,6 @@ from edgehal.export.tensorrt.profile import ProfileShape  # noqa: E402
 from edgehal.export.tensorrt.provenance import (  # noqa: E402
     EngineProvenance,
 )
-from edgehal.artifact import engine_sidecar_path, read_engine_sidecar, write_engine_sidecar  # noqa: E402
 from edgehal.runtime.tensorrt import TensorRTRunner, load_engine  # noqa: E402
 from edgehal.tensors import TensorSpec  # noqa: E402
 
@@ -114,9 +119,14 @@ def onnx_files(tmp_path_factory):
     return {"kept": kept, "reversed": d / "mnist_reversed.onnx"}
 
 
-@pytest.fixture
-def fake(monkeypatch):
-    return fake_tensorrt.install(monkeypatch)
+@pytest.fixture(params=fake_tensorrt.MAJORS, ids=lambda m: f"trt{m}")
+def fake(monkeypatch, request):
+    """The fake TensorRT 10, then 11."""
+    return fake_tensorrt.install(monkeypatch, request.param)
+
+
+def _major(fake) -> int:
+    return int(fake.__version__.split(".")[0])
 
 
 def _engine(fake, onnx_path: Path, tmp_path: Path, **options) -> Path:
@@ -222,16 +232,51 @@ def test_load_checks_the_sidecar_before_deserialising(fake, onnx_files, tmp_path
                                                                      ("parity", "float32", (-1, 2))]
     assert loaded.warnings == ()
 
-    monkeypatch.setattr(fake, "__version__", "10.8.0.1")
+    built, other = fake.__version__, f"{_major(fake)}.99.0.1"
+    monkeypatch.setattr(fake, "__version__", other)
     monkeypatch.setattr(provenance, "_gpu_info", lambda index: ("NVIDIA L4", "8.9"))
     with pytest.raises(EdgehalError) as err:
         load_engine(engine)
     assert str(err.value) == (
-        "TensorRT engine mnist_kept.plan | built with TensorRT 10.7.0.23 on NVIDIA A10 (sm_86); this machine has "
-        "TensorRT 10.8.0.1 on NVIDIA L4 (sm_89): TensorRT 10.7.0.23 != 10.8.0.1; compute capability "
+        f"TensorRT engine mnist_kept.plan | built with TensorRT {built} on NVIDIA A10 (sm_86); this machine has "
+        f"TensorRT {other} on NVIDIA L4 (sm_89): TensorRT {built} != {other}; compute capability "
         "sm_86 != sm_89. Note: rebuild the engine on the target with `edgehal build-engine mnist_kept.onnx "
         "-o mnist_kept.plan --precision fp16 --min-batch 1 --opt-batch 8 --max-batch 8`")
     assert fake.scenario.deserialized == 1  # TensorRT never saw the foreign engine
+
+
+@pytest.mark.parametrize("old_sidecar", [False, True], ids=["sidecar", "old-sidecar"])
+def test_an_engine_of_the_other_major_is_refused_with_the_rebuild_command(fake, onnx_files, tmp_path,
+                                                                        monkeypatch, old_sidecar):
+    engine = _engine(fake, onnx_files["kept"], tmp_path, precision="fp16", max_batch=8)
+    built, major = fake.__version__, _major(fake)
+    if old_sidecar:  # written before the major was recorded: the version string says it
+        raw = json.loads(engine_sidecar_path(engine).read_text())
+        del raw["tensorrt_major"], raw["strongly_typed"], raw["fp16_onnx"], raw["fp16_onnx_sha256"]
+        engine_sidecar_path(engine).write_text(json.dumps(raw))
+        assert read_engine_sidecar(engine).tensorrt_major == major
+    other = 11 if major == 10 else 10
+    for name, value in fake.configure(other).items():
+        monkeypatch.setattr(fake, name, value)
+    with pytest.raises(EdgehalError) as err:
+        TensorRTRunner(engine).activate()
+    assert str(err.value) == (
+        f"TensorRT engine mnist_kept.plan | was built with TensorRT {built} (major {major}); this machine has "
+        f"TensorRT {fake.__version__} (major {other}), and engines never load across TensorRT majors. "
+        "Note: rebuild the engine here with `edgehal build-engine mnist_kept.onnx -o mnist_kept.plan "
+        "--precision fp16 --min-batch 1 --opt-batch 8 --max-batch 8`")
+    assert fake.scenario.deserialized == 0  # refused from the sidecar, before TensorRT saw it
+
+
+def test_an_fp16_engine_built_from_an_fp16_onnx_runs(fake, onnx_files, tmp_path):
+    fp16 = tm.convert_fp16(onnx_files["kept"], tmp_path / "mnist_fp16.onnx")
+    engine = _engine(fake, fp16, tmp_path, precision="fp16", max_batch=4)
+    x = np.random.default_rng(4).random((2, 1, 28, 28), dtype=np.float32)
+    with TensorRTRunner(engine) as runner:
+        assert runner.precision == "fp16" and runner.provenance.strongly_typed
+        got = runner.infer({"input": x})
+        for name, want in _expected(x).items():
+            np.testing.assert_allclose(got[name], want, rtol=1e-6)
 
 
 def test_another_l4t_release_is_a_warning_at_activation(fake, onnx_files, tmp_path, monkeypatch):
@@ -257,7 +302,7 @@ def test_version_compatible_engine_allows_host_code(fake, onnx_files, tmp_path, 
         return original(self, data)
 
     monkeypatch.setattr(fake.Runtime, "deserialize_cuda_engine", spy)
-    monkeypatch.setattr(fake, "__version__", "10.9.0")
+    monkeypatch.setattr(fake, "__version__", f"{_major(fake)}.99.0")
     load_engine(engine)
     assert seen == {"host_code": True}
 
@@ -354,7 +399,7 @@ def test_foreign_sidecar_is_refused_before_deserialising(onnx_models, tmp_path):
     raw = json.loads(engine_sidecar_path(engine).read_text())
     raw["tensorrt_version"] = "9.0.0"
     engine_sidecar_path(engine).write_text(json.dumps(raw))
-    with pytest.raises(EdgehalError, match=r"built with TensorRT 9.0.0 .* rebuild the engine on the target"):
+    with pytest.raises(EdgehalError, match=r"built with TensorRT 9.0.0 .*rebuild the engine here"):
         TensorRTRunner(engine).activate()
     write_engine_sidecar(engine, dataclasses.replace(prov))
     with TensorRTRunner(engine) as runner:

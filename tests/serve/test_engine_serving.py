@@ -34,10 +34,11 @@ from .conftest import serve_in_process  # noqa: E402
 MODEL = "tiny"
 
 
-@pytest.fixture
-def fake_trt(monkeypatch):
-    """The fake TensorRT on an 'NVIDIA A10' (sm_86), not a Jetson, with host memory as device memory."""
-    return fake_tensorrt.install(monkeypatch)
+@pytest.fixture(params=fake_tensorrt.MAJORS, ids=lambda m: f"trt{m}")
+def fake_trt(monkeypatch, request):
+    """The fake TensorRT 10, then 11, on an 'NVIDIA A10' (sm_86), not a Jetson, with host memory as
+    device memory."""
+    return fake_tensorrt.install(monkeypatch, request.param)
 
 
 def cli(*args: str) -> str:

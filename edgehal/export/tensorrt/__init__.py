@@ -5,7 +5,9 @@
   planner, the inspector, the sidecar and the runner;
 - :mod:`~edgehal.export.tensorrt.plan`: everything decidable without TensorRT;
 - :mod:`~edgehal.export.tensorrt.provenance`: the sidecar and the check before loading;
-- :mod:`~edgehal.export.tensorrt.library`: the lazy ``import tensorrt`` and its logger;
+- :mod:`~edgehal.export.tensorrt.library`: the lazy ``import tensorrt``, its logger, and what
+  differs between the supported majors (10 and 11);
+- :mod:`~edgehal.export.tensorrt.progress`: TensorRT's build progress as progress bars;
 - :mod:`~edgehal.export.tensorrt.build`: the calls into TensorRT's builder.
 
 Loading, binding and running an engine is :mod:`edgehal.runtime.tensorrt`.
@@ -23,12 +25,14 @@ from typing import Any
 
 _PUBLIC = {
     "EngineOptions": "plan", "BuildPlan": "plan", "plan_build": "plan", "parse_dim_range": "plan",
-    "PRECISIONS": "plan",
+    "PRECISIONS": "plan", "onnx_float_precision": "plan",
     "ProfileShape": "profile", "check_profile": "profile", "DEFAULT_MAX_BATCH": "profile",
     "EngineProvenance": "provenance", "HostInfo": "provenance", "host_info": "provenance",
     "check_compatibility": "provenance", "check_engine_file": "provenance",
-    "import_tensorrt": "library", "tensorrt_available": "library",
-    "BuildResult": "build", "build_engine": "build", "build_from_plan": "build",
+    "import_tensorrt": "library", "tensorrt_available": "library", "tensorrt_major": "library",
+    "network_flags": "library", "SUPPORTED_MAJORS": "library",
+    "BuildProgress": "progress",
+    "BuildResult": "build", "build_engine": "build", "build_from_plan": "build", "fp16_onnx_path": "build",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgehal.errors import EdgehalError
-from edgehal.export.graph import OnnxModelInfo, load_onnx, manifest_order, read_onnx_info
+from edgehal.export.graph import (
+    OnnxModelInfo,
+    load_onnx,
+    manifest_order,
+    read_onnx_info,
+)
 from edgehal.export.inspect import inspect_model
 from edgehal.export.tensorrt.profile import (
     DEFAULT_MAX_BATCH,
@@ -190,17 +195,44 @@ def resolve_dims(inputs: Sequence[TensorSpec], options: EngineOptions, manifest:
     return out
 
 
-def check_precision(precision: str, *, has_qdq: bool, what: str) -> None:
-    """int8 needs explicit Q/DQ nodes (no implicit calibration); a Q/DQ graph builds only as int8."""
+def onnx_float_precision(model: Any) -> str:
+    """``fp16`` for an ONNX whose weights or activations are FP16 (what ``edgehal export
+    --precision fp16`` writes: FP16 inside, FP32 inputs and outputs), else ``fp32``."""
+    graph = model.graph
+    fp16 = 10  # onnx.TensorProto.FLOAT16
+    if any(t.data_type == fp16 for t in graph.initializer):
+        return "fp16"
+    for node in graph.node:
+        if node.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in node.attribute):
+            return "fp16"
+        if node.op_type == "Constant" and any(a.t.data_type == fp16 for a in node.attribute if a.name == "value"):
+            return "fp16"
+    values = list(graph.input) + list(graph.output) + list(graph.value_info)
+    return "fp16" if any(v.type.tensor_type.elem_type == fp16 for v in values) else "fp32"
+
+
+def check_precision(precision: str, *, has_qdq: bool, what: str, float_precision: str = "fp32") -> None:
+    """What a strongly typed build can make of the file: the engine computes in the ONNX's own types.
+
+    int8 needs explicit Q/DQ nodes (no implicit calibration); a Q/DQ graph
+    builds only as int8; an FP16 ONNX builds only as fp16 (fp32 would be a
+    promise the strongly typed engine does not keep). An FP32 ONNX may build as
+    fp16: the build converts it first (:attr:`BuildPlan.converts_to_fp16`).
+    """
     if precision == "int8" and not has_qdq:
         raise EdgehalError("--precision int8", f"{what} has no QuantizeLinear/DequantizeLinear nodes",
-                           "an explicitly quantized (Q/DQ) ONNX such as `edgehal quantize` writes; "
-                           "edgehal does not calibrate implicitly. Or use --precision fp16")
+                           "an explicitly quantized (Q/DQ) ONNX: run `edgehal quantize` on it first and build "
+                           "from what it writes (TensorRT builds INT8 only from Q/DQ nodes; edgehal does not "
+                           "calibrate implicitly). Or use --precision fp16")
     if precision != "int8" and has_qdq:
         raise EdgehalError(f"--precision {precision}",
                            f"{what} is quantized (it has QuantizeLinear/DequantizeLinear nodes)",
                            "--precision int8 for a Q/DQ model, or build fp32/fp16 engines from the "
                            "unquantized ONNX")
+    if precision == "fp32" and float_precision == "fp16":
+        raise EdgehalError("--precision fp32", f"{what} is an FP16 model (FP16 weights or activations)",
+                           "--precision fp16 for it (engines are strongly typed: they compute in the "
+                           "ONNX's own types), or build fp32 from the FP32 ONNX")
 
 
 @dataclass(frozen=True)
@@ -211,10 +243,19 @@ class BuildPlan:
     options: EngineOptions
     batch: tuple[int, int, int] | None
     profiles: tuple[ProfileShape, ...]
+    float_precision: str = "fp32"  # the ONNX's own float type: fp32 or fp16 (onnx_float_precision)
 
     @property
     def precision(self) -> str:
         return self.options.precision
+
+    @property
+    def converts_to_fp16(self) -> bool:
+        """An fp16 engine from an FP32 ONNX: the build converts the ONNX to FP16 first (with the
+        converter ``edgehal export --precision fp16`` uses) and builds strongly typed from that.
+        Not for DLA, whose weakly typed TensorRT 10 build takes the FP32 ONNX and the FP16 flag."""
+        return (self.options.precision == "fp16" and self.float_precision == "fp32"
+                and self.options.dla_core is None)
 
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
@@ -232,6 +273,8 @@ class BuildPlan:
             "source_onnx_sha256": self.source.sha256,
             "options": self.options.to_dict(),
             "batch": list(self.batch) if self.batch else None,
+            "onnx_precision": self.float_precision,
+            "converts_to_fp16": self.converts_to_fp16,
             "profiles": [p.to_dict() for p in self.profiles],
             "inputs": [t.to_dict() for t in self.source.inputs],
             "outputs": [t.to_dict() for t in self.source.outputs],
@@ -253,7 +296,8 @@ def plan_build(onnx_path: str | Path, options: EngineOptions, *, check_support: 
     if not info.outputs:
         raise EdgehalError(what, "has no outputs")
     manifest_order(info.outputs, info.manifest, what=what)  # every head of the manifest is an output
-    check_precision(options.precision, has_qdq=info.has_qdq, what=p.name)
+    float_precision = onnx_float_precision(model)
+    check_precision(options.precision, has_qdq=info.has_qdq, what=p.name, float_precision=float_precision)
     batch = resolve_batch(info.inputs, options, what=what)
     dims = resolve_dims(info.inputs, options, info.manifest, what=what)
     if check_support:
@@ -263,6 +307,6 @@ def plan_build(onnx_path: str | Path, options: EngineOptions, *, check_support: 
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise EdgehalError(what, f"TensorRT cannot build it: {errors[0].message}{more}",
                                f"run `edgehal inspect {p} --target tensorrt` for the full list")
-    return BuildPlan(info, options, batch, derive_profiles(info.inputs, batch, dims))
+    return BuildPlan(info, options, batch, derive_profiles(info.inputs, batch, dims), float_precision)
 
 

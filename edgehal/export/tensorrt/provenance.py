@@ -19,13 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgehal.artifact import ArtifactMetadata, engine_metadata_from_sidecar, engine_sidecar_path
+from edgehal.artifact import (
+    ArtifactMetadata,
+    engine_metadata_from_sidecar,
+    engine_sidecar_path,
+)
 from edgehal.errors import EdgehalError
-from edgehal.export.tensorrt.library import import_tensorrt
+from edgehal.export.tensorrt.library import import_tensorrt, version_major
 from edgehal.export.tensorrt.profile import ProfileShape
 from edgehal.fileio import sha256_file
-from edgehal.manifest import HeadManifest
 from edgehal.host import NV_TEGRA_RELEASE, parse_l4t_release
+from edgehal.manifest import HeadManifest
 from edgehal.tensors import TensorSpec
 
 SIDECAR_FORMAT = "edgehal-trt/1"
@@ -131,7 +135,15 @@ class EngineProvenance:
     workspace_mib: int | None = None
     built_at: str = ""
     edgehal_version: str = ""
+    strongly_typed: bool = True  # False: TensorRT 10's weakly typed build (DLA; every engine before 11 support)
+    fp16_onnx: str | None = None  # the FP16 ONNX the build converted from source_onnx, beside the engine
+    fp16_onnx_sha256: str | None = None
     format: str = SIDECAR_FORMAT
+
+    @property
+    def tensorrt_major(self) -> int | None:
+        """The TensorRT major the engine was built with; engines never load across majors."""
+        return version_major(self.tensorrt_version)
 
     @property
     def manifest(self) -> HeadManifest | None:
@@ -169,6 +181,10 @@ class EngineProvenance:
             "edgehal_version": self.edgehal_version,
             "built_at": self.built_at,
             "tensorrt_version": self.tensorrt_version,
+            "tensorrt_major": self.tensorrt_major,
+            "strongly_typed": self.strongly_typed,
+            "fp16_onnx": self.fp16_onnx,
+            "fp16_onnx_sha256": self.fp16_onnx_sha256,
             "gpu_name": self.gpu_name,
             "compute_capability": self.compute_capability,
             "l4t_release": self.l4t_release,
@@ -198,6 +214,10 @@ class EngineProvenance:
         if d.get("format") != SIDECAR_FORMAT:
             raise EdgehalError(what, f"has format {d.get('format')!r}",
                                f"{SIDECAR_FORMAT!r}, as `edgehal build-engine` writes")
+        recorded = d.get("tensorrt_major")  # absent from older sidecars: the version string says it
+        if recorded is not None and recorded != version_major(str(d.get("tensorrt_version", ""))):
+            raise EdgehalError(what, f"says TensorRT major {recorded!r} but version {d.get('tensorrt_version')!r}",
+                               "the JSON `edgehal build-engine` writes beside the engine")
         try:
             return cls(
                 tensorrt_version=str(d["tensorrt_version"]),
@@ -220,6 +240,10 @@ class EngineProvenance:
                 workspace_mib=d.get("workspace_mib"),
                 built_at=str(d.get("built_at", "")),
                 edgehal_version=str(d.get("edgehal_version", "")),
+                # sidecars without the field predate strongly typed builds
+                strongly_typed=bool(d.get("strongly_typed", False)),
+                fp16_onnx=d.get("fp16_onnx"),
+                fp16_onnx_sha256=d.get("fp16_onnx_sha256"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EdgehalError(what, f"is malformed ({exc.__class__.__name__}: {exc})",
@@ -253,7 +277,9 @@ def check_compatibility(provenance: EngineProvenance, host: HostInfo, *,
                         engine: str | Path) -> list[str]:
     """Refuse an engine this machine cannot deserialise; return softer warnings.
 
-    TensorRT versions must match (major.minor.patch) unless the engine is
+    An engine from another TensorRT major is refused first, on its own: it
+    never loads, version-compatible or not. TensorRT versions must match
+    (major.minor.patch) unless the engine is
     version-compatible (then the same major and this machine's version at
     least the builder's); compute capabilities must match unless the engine is
     hardware-compatible (then this GPU must be Ampere, sm_80, or newer). A
@@ -261,6 +287,13 @@ def check_compatibility(provenance: EngineProvenance, host: HostInfo, *,
     release, is a warning: TensorRT loads it but tuned its kernels elsewhere.
     """
     built = provenance.built_on
+    built_major, host_major = provenance.tensorrt_major, version_major(host.tensorrt_version)
+    if built_major != host_major:
+        raise EdgehalError(
+            f"TensorRT engine {Path(engine).name}",
+            f"was built with TensorRT {built.tensorrt_version} (major {built_major}); this machine has TensorRT "
+            f"{host.tensorrt_version} (major {host_major}), and engines never load across TensorRT majors",
+            f"rebuild the engine here with `{provenance.rebuild_command(engine)}`")
     differences: list[str] = []
     bv, hv = _version_tuple(built.tensorrt_version), _version_tuple(host.tensorrt_version)
     if provenance.version_compatible:

@@ -19,6 +19,7 @@ from edgehal.cli import main  # noqa: E402
 from edgehal.errors import EdgehalError  # noqa: E402
 from edgehal.export.tensorrt.plan import (  # noqa: E402
     EngineOptions,
+    onnx_float_precision,
     parse_dim_range,
     plan_build,
     resolve_dims,
@@ -36,6 +37,7 @@ def models(tmp_path_factory):
         "kept": kept,
         "static": tm.export_cnn(d / "static.onnx", batch=4),
         "int8": tm.quantize_qdq(kept, d / "kept_int8.onnx"),
+        "fp16": tm.convert_fp16(kept, d / "kept_fp16.onnx"),
         "det": tm.det_model(d / "det.onnx"),
     }
 
@@ -112,7 +114,34 @@ def test_int8_without_qdq_is_refused_in_one_line(models):
         plan_build(models["kept"], EngineOptions(precision="int8"))
     message = str(err.value)
     assert message.startswith("--precision int8 | kept.onnx has no QuantizeLinear/DequantizeLinear nodes")
+    assert "run `edgehal quantize` on it first" in message
     assert "\n" not in message
+
+
+def test_onnx_float_precision_tells_fp16_from_fp32(models):
+    import onnx
+
+    assert onnx_float_precision(onnx.load(models["fp16"])) == "fp16"
+    assert onnx_float_precision(onnx.load(models["kept"])) == "fp32"
+    assert onnx_float_precision(onnx.load(models["int8"])) == "fp32"
+
+
+def test_fp16_from_fp32_onnx_plans_a_conversion(models):
+    plan = plan_build(models["kept"], EngineOptions(precision="fp16"))
+    assert plan.float_precision == "fp32" and plan.converts_to_fp16
+    assert plan.to_dict()["converts_to_fp16"] is True
+    plan = plan_build(models["fp16"], EngineOptions(precision="fp16"))
+    assert plan.float_precision == "fp16" and not plan.converts_to_fp16
+    # DLA stays on TensorRT 10's weakly typed build, from the FP32 ONNX and the FP16 flag
+    assert not plan_build(models["kept"], EngineOptions(precision="fp16", dla_core=0)).converts_to_fp16
+    assert not plan_build(models["kept"], EngineOptions()).converts_to_fp16
+
+
+def test_fp16_onnx_builds_only_as_fp16(models):
+    with pytest.raises(EdgehalError, match=r"--precision fp32 \| kept_fp16.onnx is an FP16 model .*--precision fp16"):
+        plan_build(models["fp16"], EngineOptions(precision="fp32"))
+    with pytest.raises(EdgehalError, match="has no QuantizeLinear/DequantizeLinear nodes"):
+        plan_build(models["fp16"], EngineOptions(precision="int8"))
 
 
 def test_int8_with_qdq_plans(models):

@@ -12,6 +12,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
 import trt_test_models as tm  # noqa: E402
 
+from edgehal.artifact import (  # noqa: E402
+    engine_sidecar_path,
+    read_engine_sidecar,
+    write_engine_sidecar,
+)
 from edgehal.errors import EdgehalError  # noqa: E402
 from edgehal.export.tensorrt import provenance  # noqa: E402
 from edgehal.export.tensorrt.profile import ProfileShape  # noqa: E402
@@ -22,7 +27,6 @@ from edgehal.export.tensorrt.provenance import (  # noqa: E402
     check_engine_file,
     parse_jetpack_version,
 )
-from edgehal.artifact import engine_sidecar_path, read_engine_sidecar, write_engine_sidecar  # noqa: E402
 from edgehal.tensors import TensorSpec  # noqa: E402
 
 
@@ -66,6 +70,36 @@ def test_sidecar_missing_or_damaged(tmp_path):
     engine_sidecar_path(engine).write_text(json.dumps({"format": "edgehal-trt/1"}))
     with pytest.raises(EdgehalError, match="is malformed"):
         read_engine_sidecar(engine)
+
+
+def test_sidecar_records_the_major_and_derives_it_for_old_sidecars(tmp_path):
+    engine = tmp_path / "m.plan"
+    prov = _provenance(engine, fp16_onnx="m.fp16.onnx", fp16_onnx_sha256="c" * 64)
+    write_engine_sidecar(engine, prov)
+    raw = json.loads(engine_sidecar_path(engine).read_text())
+    assert raw["tensorrt_major"] == 10 and raw["strongly_typed"] is True
+    assert (raw["fp16_onnx"], raw["fp16_onnx_sha256"]) == ("m.fp16.onnx", "c" * 64)
+    for key in ("tensorrt_major", "strongly_typed", "fp16_onnx", "fp16_onnx_sha256"):
+        del raw[key]  # a sidecar from before TensorRT 11 support
+    engine_sidecar_path(engine).write_text(json.dumps(raw))
+    old = read_engine_sidecar(engine)
+    assert old.tensorrt_major == 10 and not old.strongly_typed and old.fp16_onnx is None
+    raw["tensorrt_major"] = 11
+    engine_sidecar_path(engine).write_text(json.dumps(raw))
+    with pytest.raises(EdgehalError, match=r"says TensorRT major 11 but version '10.3.0.26'"):
+        read_engine_sidecar(engine)
+
+
+def test_another_major_is_refused_even_when_version_compatible():
+    prov = _provenance(Path("m.plan"), version_compatible=True)
+    host = HostInfo("11.4.0.106", "Orin", "8.7", "36.4.0", "6.1")
+    with pytest.raises(EdgehalError) as err:
+        check_compatibility(prov, host, engine="m.plan")
+    assert str(err.value) == (
+        "TensorRT engine m.plan | was built with TensorRT 10.3.0.26 (major 10); this machine has TensorRT "
+        "11.4.0.106 (major 11), and engines never load across TensorRT majors. Note: rebuild the engine here "
+        "with `edgehal build-engine mnist_kept.onnx -o m.plan --precision fp16 --min-batch 1 --opt-batch 32 "
+        "--max-batch 32 --version-compatible`")
 
 
 def test_same_machine_loads():
