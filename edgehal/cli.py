@@ -307,6 +307,10 @@ def parity(paths, reference, save_run, strict, split, data_dir, data, labels, ma
               help="Port of the gRPC service (inference.GRPCInferenceService, as Triton's) on the same "
                    "host and models; 0 serves HTTP only. Needs the serve extra (tritonclient[grpc]). "
                    "Default: 8001 when the serve extra is installed, else HTTP only (with a note).")
+@click.option("--metrics-port", default=0, type=click.IntRange(0, 65535),
+              help="Also serve /metrics (Prometheus) on this port of the same host, as Triton's metrics "
+                   "port (8002 there), for a scraper kept off the inference routes; /metrics stays on "
+                   "--port too. Default: 0 (only on --port).")
 @click.option("--max-batch-size", default=64, type=click.IntRange(min=0),
               help="Largest batch per model run, and per request; 0 disables the batch "
                    "dimension. A Triton config.pbtxt overrides it; a TensorRT engine's profile caps it. "
@@ -330,8 +334,8 @@ def parity(paths, reference, save_run, strict, split, data_dir, data, labels, ma
 @click.option("--log-level", default="info",
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="Log level; debug logs one line per request. Default: info.")
-def serve_cmd(models, host, port, grpc_port, max_batch_size, max_queue_delay_ms, max_queue_size, dynamic_batching,
-              max_request_bytes, providers, threads, log_level):
+def serve_cmd(models, host, port, grpc_port, metrics_port, max_batch_size, max_queue_delay_ms, max_queue_size,
+              dynamic_batching, max_request_bytes, providers, threads, log_level):
     """Serve ONNX models and TensorRT engines over the Open Inference Protocol (KServe v2) with dynamic batching.
 
     MODELS are .onnx files, TensorRT engines (.plan/.engine with their
@@ -362,8 +366,9 @@ def serve_cmd(models, host, port, grpc_port, max_batch_size, max_queue_delay_ms,
     try:
         if grpc_port is None:
             grpc_port = _default_grpc_port()
-        server = api.serve(list(models), host=host, port=port, grpc_port=grpc_port, max_batch_size=max_batch_size,
-                           dynamic_batching=dynamic_batching, max_queue_delay_ms=max_queue_delay_ms,
+        server = api.serve(list(models), host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port,
+                           max_batch_size=max_batch_size, dynamic_batching=dynamic_batching,
+                           max_queue_delay_ms=max_queue_delay_ms,
                            max_queue_size=max_queue_size, max_request_bytes=max_request_bytes,
                            providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
                            threads=threads)

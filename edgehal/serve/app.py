@@ -17,7 +17,12 @@ anything else (a bug)                       500
 
 Overloaded is a model's full queue (``--max-queue-size``) or more request
 bytes in flight than 16 x ``--max-request-bytes``: together they bound
-memory however many clients connect.
+memory however many clients connect. The gRPC service draws on the same
+in-flight budget (:class:`InflightBytes`), so the bound holds across both.
+
+``/metrics`` is on the HTTP port; ``--metrics-port`` serves it on a port of
+its own as well (Triton's 8002), for a scraper that should not reach the
+inference routes.
 
 413 rather than Triton's 400 for an oversized body, because it is the status
 HTTP defines for exactly that and clients (and proxies) know not to retry it
@@ -81,6 +86,7 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int = 0  # GRPCInferenceService on the same host (edgehal.serve.grpc); 0: none
+    metrics_port: int = 0  # /metrics on a port of its own as well, on the same host; 0: none
     max_request_bytes: int = 64 * 1024 * 1024
     shutdown_timeout: float = 30.0
     # system shared memory: regions registered at once, and the bytes they cover together (0 regions: off)
@@ -98,11 +104,33 @@ class ServerOptions:
             raise EdgehalError("--port", f"is {self.port}", "0 to 65535 (0 picks a free port)")
         if not 0 <= self.grpc_port <= 65535:
             raise EdgehalError("--grpc-port", f"is {self.grpc_port}", "1 to 65535, or 0 for no gRPC")
+        if not 0 <= self.metrics_port <= 65535:
+            raise EdgehalError("--metrics-port", f"is {self.metrics_port}",
+                               "1 to 65535, or 0 for /metrics on the HTTP port only")
         if self.max_request_bytes < 1024:
             raise EdgehalError("--max-request-bytes", f"is {self.max_request_bytes}", "at least 1024")
         if self.max_shared_memory_regions < 0 or self.max_shared_memory_bytes < 0:
             raise EdgehalError("shared memory limits", f"are {self.max_shared_memory_regions} regions, "
                                f"{self.max_shared_memory_bytes} bytes", "non-negative numbers")
+
+
+class InflightBytes:
+    """The request bytes held at once (being read, queued, or running), over HTTP and gRPC together,
+    against ``ServerOptions.max_inflight_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def reserve(self, n: int) -> bool:
+        """Hold ``n`` more bytes; False (and nothing held) when that would pass the limit."""
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def release(self, n: int) -> None:
+        self.held -= n
 
 
 def _json(status: int, body: bytes) -> web.Response:
@@ -122,11 +150,10 @@ _READY = dumps({"ready": True})
 class Handlers:
     """Thin route handlers: parse the HTTP bits, call the data plane, wrap the result."""
 
-    def __init__(self, plane: DataPlane, options: ServerOptions) -> None:
+    def __init__(self, plane: DataPlane, options: ServerOptions, inflight: InflightBytes | None = None) -> None:
         self.plane = plane
         self.max_bytes = options.max_request_bytes
-        self.max_inflight = options.max_inflight_bytes
-        self.inflight = 0
+        self.inflight = inflight if inflight is not None else InflightBytes(options.max_inflight_bytes)
 
     # -- health and metadata -------------------------------------------
     async def live(self, request: web.Request) -> web.Response:
@@ -157,8 +184,7 @@ class Handlers:
         return _json(200, self.plane.statistics_body(match.get("name"), match.get("version")))
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(status=200, body=self.plane.metrics_text().encode(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return metrics_response(self.plane)
 
     # -- system shared memory (Triton's extension; edgehal.serve.shared_memory) --
     async def shm_status(self, request: web.Request) -> web.Response:
@@ -210,10 +236,9 @@ class Handlers:
         # aiohttp inflates gzip/deflate bodies itself while reading, within client_max_size
         encoding = headers.get("Content-Encoding")
         reserved = self.max_bytes if length is None or encoding is not None else length
-        if self.inflight + reserved > self.max_inflight:
-            raise Unavailable("server", f"is overloaded: {self.inflight} bytes of requests are in flight",
+        if not self.inflight.reserve(reserved):
+            raise Unavailable("server", f"is overloaded: {self.inflight.held} bytes of requests are in flight",
                               "retry later")
-        self.inflight += reserved
         try:
             try:
                 body = await request.read()
@@ -227,7 +252,7 @@ class Handlers:
             out, header_length = await self.plane.infer(served, body,
                                                         headers.get("Inference-Header-Content-Length"))
         finally:
-            self.inflight -= reserved
+            self.inflight.release(reserved)
         if header_length is None:
             return web.Response(body=out, content_type="application/json")
         return web.Response(body=out, content_type="application/octet-stream",
@@ -294,10 +319,26 @@ def _error_middleware(plane: DataPlane) -> Callable:
     return errors
 
 
-def build_app(plane: DataPlane, options: ServerOptions) -> web.Application:
+def build_app(plane: DataPlane, options: ServerOptions, inflight: InflightBytes | None = None) -> web.Application:
     app = web.Application(client_max_size=options.max_request_bytes,
                           middlewares=[_error_middleware(plane)])
-    app.add_routes(routes(Handlers(plane, options)))
+    app.add_routes(routes(Handlers(plane, options, inflight)))
+    return app
+
+
+def metrics_response(plane: DataPlane) -> web.Response:
+    """``/metrics``: Prometheus's text exposition format."""
+    return web.Response(status=200, body=plane.metrics_text().encode(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def build_metrics_app(plane: DataPlane) -> web.Application:
+    """The app of ``--metrics-port``: ``GET /metrics`` only."""
+    async def metrics(request: web.Request) -> web.Response:
+        return metrics_response(plane)
+
+    app = web.Application(client_max_size=1024)
+    app.add_routes([web.get("/metrics", metrics)])
     return app
 
 
@@ -314,27 +355,36 @@ async def serve_until(plane: DataPlane, options: ServerOptions, stop: asyncio.Ev
     ``on_listening(host, port)`` runs once the socket is bound (port 0 picks a
     free one), ``on_grpc_listening(port)`` once the gRPC port is (when
     ``options.grpc_port`` is not 0), ``on_ready()`` once every model is warmed
-    up (a failed warm-up raises instead). Shutdown: readiness turns off (new
+    up (a failed warm-up raises instead). With ``options.metrics_port``,
+    ``/metrics`` is served on that port of the same host as well. Shutdown: readiness turns off (new
     inference gets 503, or UNAVAILABLE), the listening sockets close, requests
     already received are finished (up to ``shutdown_timeout``), the batchers
     drain their queues, sessions are freed.
     """
     loop = asyncio.get_running_loop()
     runner = None
+    metrics_runner = None
     grpc_server = None
     plane.shared_memory.set_limits(max_regions=options.max_shared_memory_regions,
                                    max_bytes=options.max_shared_memory_bytes)
+    inflight = InflightBytes(options.max_inflight_bytes)  # one budget for HTTP and gRPC
     try:
-        runner, host, port = await start_site(plane, options)
+        runner, host, port = await start_site(plane, options, inflight)
         if on_listening is not None:
             on_listening(host, port)
         log.info("listening on http://%s:%d", host, port)
+        if options.metrics_port:
+            metrics_runner = await _start_runner(
+                build_metrics_app(plane), options.host, options.metrics_port, options,
+                "a free port for --metrics-port, or 0 for /metrics on the HTTP port only")
+            log.info("metrics on http://%s:%d/metrics", host, options.metrics_port)
         if options.grpc_port:
             # grpcio and the protocol's generated modules are imported only when asked for
             from edgehal.serve.grpc import start_grpc
 
             grpc_server, grpc_port = await start_grpc(plane, host=options.host, port=options.grpc_port,
-                                                      max_request_bytes=options.max_request_bytes)
+                                                      max_request_bytes=options.max_request_bytes,
+                                                      inflight=inflight)
             if on_grpc_listening is not None:
                 on_grpc_listening(grpc_port)
             log.info("listening on grpc://%s:%d", options.host, grpc_port)
@@ -360,26 +410,35 @@ async def serve_until(plane: DataPlane, options: ServerOptions, stop: asyncio.Ev
             cleanups.append(grpc_server.stop(grace=options.shutdown_timeout))
         if runner is not None:
             cleanups.append(runner.cleanup())
+        if metrics_runner is not None:
+            cleanups.append(metrics_runner.cleanup())
         await asyncio.gather(*cleanups)
         await plane.close()
     log.info("stopped")
 
 
-async def start_site(plane: DataPlane, options: ServerOptions) -> tuple[web.AppRunner, str, int]:
+async def start_site(plane: DataPlane, options: ServerOptions,
+                     inflight: InflightBytes | None = None) -> tuple[web.AppRunner, str, int]:
     """Listen on ``options.host:options.port`` with the app of ``plane``; the bound host and port
     (port 0 picks a free one). The caller warms the models up and cleans the runner up."""
-    runner = web.AppRunner(build_app(plane, options), access_log=None, handle_signals=False,
-                           shutdown_timeout=options.shutdown_timeout)
+    runner = await _start_runner(build_app(plane, options, inflight), options.host, options.port, options,
+                                 "a free port, or --port 0 to pick one")
+    host, port = _bound_address(runner, options)
+    return runner, host, port
+
+
+async def _start_runner(app: web.Application, host: str, port: int, options: ServerOptions,
+                        expected: str) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=options.shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, options.host, options.port, reuse_address=True, backlog=1024)
+    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise EdgehalError(f"address {options.host}:{options.port}", f"cannot be bound ({exc.strerror})",
-                           "a free port, or --port 0 to pick one") from None
-    host, port = _bound_address(runner, options)
-    return runner, host, port
+        raise EdgehalError(f"address {host}:{port}", f"cannot be bound ({exc.strerror})",
+                           expected) from None
+    return runner
 
 
 def _bound_address(runner: web.AppRunner, options: ServerOptions) -> tuple[str, int]:

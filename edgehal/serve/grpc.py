@@ -15,6 +15,7 @@ the outputs come back as ``raw_output_contents`` (as Triton answers). Typed
 (:func:`error_codes`), the classes of HTTP's table in the same order:
 
 =========================================  ===================
+request bytes in flight over the budget     RESOURCE_EXHAUSTED
 invalid input (``InvalidRequest``)          INVALID_ARGUMENT
 message over ``--max-request-bytes``        RESOURCE_EXHAUSTED (refused by grpc itself)
 unknown model or version                    NOT_FOUND
@@ -24,6 +25,13 @@ CUDA shared memory                          UNIMPLEMENTED
 not ready, shutting down, queue full        UNAVAILABLE
 anything else (a bug)                       INTERNAL
 =========================================  ===================
+
+A ``ModelInfer`` message holds its size in the HTTP server's in-flight budget
+(:class:`~edgehal.serve.app.InflightBytes`, 16 x ``--max-request-bytes`` for
+both transports together) from decoding until its answer is built; over it,
+RESOURCE_EXHAUSTED (HTTP answers 503 there). A request message that does not
+parse answers INVALID_ARGUMENT (grpc's own deserializer would answer UNKNOWN
+and log a traceback per message).
 
 ``ModelReady`` of an unknown model answers ``ready: false`` rather than NOT_FOUND,
 as Triton does: clients ask it to learn a yes or no.
@@ -36,6 +44,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from edgehal.errors import EdgehalError
+from edgehal.serve.app import InflightBytes
 from edgehal.serve.dataplane import DataPlane, ServedModel
 from edgehal.serve.protocol import (
     InferRequest,
@@ -64,13 +73,18 @@ CONTENTS_FIELD = {
 }
 
 
+class InflightExhausted(EdgehalError):
+    """A request whose bytes would pass the in-flight budget shared with HTTP."""
+
+
 @functools.cache
 def error_codes() -> tuple[tuple[type[BaseException], Any], ...]:
     """The one table from exception class to gRPC status code (grpc is imported lazily)."""
     import grpc
 
     # Most specific first; the first matching class wins.
-    return ((PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    return ((InflightExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+            (PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
             (RegionExists, grpc.StatusCode.ALREADY_EXISTS),
             (CudaSharedMemoryUnsupported, grpc.StatusCode.UNIMPLEMENTED),
             (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
@@ -156,10 +170,11 @@ class InferenceServicer:
     with a message that says only system shared memory is served.
     """
 
-    def __init__(self, plane: DataPlane, pb: Any, config_pb: Any) -> None:
+    def __init__(self, plane: DataPlane, pb: Any, config_pb: Any, inflight: InflightBytes) -> None:
         from google.protobuf import json_format
 
         self.plane = plane
+        self.inflight = inflight
         self.pb = pb
         self._parse = json_format.ParseDict
         self.server_metadata = self._parse(loads(plane.server_metadata_body), pb.ServerMetadataResponse(),
@@ -225,7 +240,35 @@ class InferenceServicer:
                 response.raw_output_contents.append(raw)
             return response
 
-        return await self.plane.run(served, decode, encode)
+        size = request.ByteSize()
+        if not self.inflight.reserve(size):
+            raise InflightExhausted(
+                "server", f"is overloaded: {self.inflight.held} bytes of requests are in flight and this one has "
+                f"{size}", f"at most {self.inflight.limit} bytes in flight (16 x --max-request-bytes); retry later")
+        try:
+            return await self.plane.run(served, decode, encode)
+        finally:
+            self.inflight.release(size)
+
+
+class Unparsable:
+    """A request message that did not parse, handed to the RPC instead of raising in grpc."""
+
+    def __init__(self, message_type: str, error: Exception) -> None:
+        self.message_type = message_type
+        self.error = error
+
+
+def _parser(message_class: Any) -> Callable[[bytes], Any]:
+    from google.protobuf.message import DecodeError
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return Unparsable(message_class.DESCRIPTOR.full_name, exc)
+
+    return parse
 
     # -- system shared memory (edgehal.serve.shared_memory) ------------------
     async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
@@ -254,6 +297,9 @@ def _guarded(method: Callable[[Any, Any], Awaitable[Any]], name: str) -> Callabl
 
     async def rpc(request: Any, context: Any) -> Any:
         try:
+            if isinstance(request, Unparsable):
+                raise InvalidRequest("request message", f"is not a valid {request.message_type} ({request.error})",
+                                     f"a serialized {request.message_type}")
             return await method(request, context)
         except Exception as exc:
             code, message = code_of(exc)
@@ -270,21 +316,44 @@ _RPCS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMeta
 _CUDA_SHM_RPCS = ("CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister")
 
 
+def _add_service(servicer: Any, server: Any, pb: Any) -> None:
+    """Register every RPC of ``inference.GRPCInferenceService`` on ``server``, as the generated
+    ``add_GRPCInferenceServiceServicer_to_server`` does, but with request parsers that hand a
+    message that does not parse to the RPC (:class:`Unparsable`) rather than raise."""
+    import grpc
+
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for m in service.methods:
+        kind = "stream_stream" if m.client_streaming or m.server_streaming else "unary_unary"
+        handlers[m.name] = getattr(grpc, f"{kind}_rpc_method_handler")(
+            getattr(servicer, m.name), request_deserializer=_parser(getattr(pb, m.input_type.name)),
+            response_serializer=getattr(pb, m.output_type.name).SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    if hasattr(server, "add_registered_method_handlers"):  # grpcio >= 1.62: looked up before generic ones
+        server.add_registered_method_handlers(service.full_name, handlers)
+
+
 def _grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start_grpc(plane: DataPlane, *, host: str, port: int, max_request_bytes: int) -> tuple[Any, int]:
+async def start_grpc(plane: DataPlane, *, host: str, port: int, max_request_bytes: int,
+                     inflight: InflightBytes | None = None) -> tuple[Any, int]:
     """Listen for ``GRPCInferenceService`` on ``host:port`` in the running event loop; the
     ``grpc.aio`` server (the caller stops it) and the bound port. Messages over
-    ``max_request_bytes`` are refused by grpc with RESOURCE_EXHAUSTED."""
+    ``max_request_bytes`` are refused by grpc with RESOURCE_EXHAUSTED; ``ModelInfer`` holds
+    its message's bytes in ``inflight`` (the HTTP server's budget; by default one of its own,
+    16 x ``max_request_bytes``)."""
     try:
         import grpc
         from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
     except ImportError as exc:
         raise EdgehalError("gRPC serving", f"needs grpcio and tritonclient[grpc] ({exc})",
                            "pip install 'edgehal[serve]', or --grpc-port 0 for HTTP only") from None
-    servicer = InferenceServicer(plane, service_pb2, model_config_pb2)
+    if inflight is None:
+        inflight = InflightBytes(16 * max_request_bytes)
+    servicer = InferenceServicer(plane, service_pb2, model_config_pb2, inflight)
     base = service_pb2_grpc.GRPCInferenceServiceServicer()
     # grpc looks the handlers up by name on the object it is given: ours, guarded, where we
     # serve the RPC; the generated base class's UNIMPLEMENTED answers elsewhere.
@@ -295,7 +364,7 @@ async def start_grpc(plane: DataPlane, *, host: str, port: int, max_request_byte
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_request_bytes),
                                       ("grpc.max_send_message_length", -1),
                                       ("grpc.so_reuseport", 0)])
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(base, server)
+    _add_service(base, server, service_pb2)
     try:
         bound = server.add_insecure_port(_grpc_address(host, port))
     except RuntimeError as exc:

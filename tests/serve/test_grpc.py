@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -252,3 +253,63 @@ def test_the_cli_default_grpc_port_follows_the_serve_extra(monkeypatch, capsys):
                         lambda name, *a: None if name.startswith("tritonclient") else real(name, *a))
     assert _default_grpc_port() == 0
     assert "pip install 'edgehal[serve]'" in capsys.readouterr().err
+
+
+def test_a_too_large_request_from_tritonclient_is_refused_and_the_server_stays_ready(client):
+    too_big = images(400)  # 1.25 MiB
+    assert too_big.nbytes > MAX_REQUEST_BYTES
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(MODEL, [infer_input(too_big)])
+    assert info.value.status() == str(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert str(MAX_REQUEST_BYTES) in info.value.message()  # grpc's own: larger than max (N vs. limit)
+    assert client.is_server_ready() and client.is_model_ready(MODEL)
+    assert client.infer(MODEL, [infer_input(images(2))]).as_numpy("logits").shape == (2, 10)
+
+
+def test_a_message_that_does_not_parse_is_invalid_argument_and_the_server_stays_ready(grpc_server, client):
+    with grpc.insecure_channel(grpc_server.grpc_address) as channel:
+        for rpc in ("ModelInfer", "ModelReady"):
+            call = channel.unary_unary(f"/inference.GRPCInferenceService/{rpc}")  # bytes in, bytes out
+            with pytest.raises(grpc.RpcError) as info:
+                call(b"\xff\xff\xff\xff not a protobuf message", timeout=30)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, rpc
+            assert f"is not a valid inference.{rpc}Request" in info.value.details()
+    # the RPCs not served still answer UNIMPLEMENTED
+    assert code_of(lambda: client.get_model_repository_index()) == grpc.StatusCode.UNIMPLEMENTED
+    assert client.is_server_ready() and client.is_model_ready(MODEL)
+    assert client.infer(MODEL, [infer_input(images(1))]).as_numpy("logits").shape == (1, 10)
+
+
+def test_grpc_and_http_share_the_in_flight_byte_budget(model_path, ort_session):
+    """Requests wait in the batcher (a long queue delay) holding their bytes; past 16 x
+    --max-request-bytes a gRPC request gets RESOURCE_EXHAUSTED and an HTTP one 503."""
+    max_request = 3300
+    x = images(1, seed=5)
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="input", datatype="FP32", shape=list(x.shape))
+    request.raw_input_contents.append(x.tobytes())
+    size, limit = request.ByteSize(), 16 * max_request
+    held = limit // size  # the requests that fit; the rest are refused at once
+    header = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    assert len(header) + x.nbytes <= max_request and len(header) + x.nbytes > limit - held * size
+    with edgehal.serve([model_path], grpc_port=free_port(), threads=1, max_batch_size=64, max_queue_delay_ms=3000,
+                       max_request_bytes=max_request) as server, \
+            grpc.insecure_channel(server.grpc_address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        futures = [stub.ModelInfer.future(request, timeout=60) for _ in range(held + 4)]
+        for f in futures[held:]:  # answered at once, while the first ones still wait for their batch
+            assert f.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "bytes of requests are in flight" in f.details() and str(limit) in f.details()
+        body = urllib.request.Request(f"{server.url}/v2/models/{MODEL}/infer", data=header + x.tobytes(),
+                                      headers={"Inference-Header-Content-Length": str(len(header))})
+        with pytest.raises(urllib.error.HTTPError) as info:  # the waiting gRPC requests hold the budget
+            urllib.request.urlopen(body, timeout=30)
+        assert info.value.code == 503 and b"bytes of requests are in flight" in info.value.read()
+        logits = ort_session.run(["logits"], {"input": x})[0]
+        for f in futures[:held]:
+            out = np.frombuffer(f.result().raw_output_contents[0], np.float32).reshape(1, 10)
+            np.testing.assert_allclose(out, logits, rtol=1e-5, atol=1e-6)
+        # the budget is free again
+        assert stub.ModelInfer(request, timeout=60).outputs[0].name == "logits"
+        assert stub.ServerReady(service_pb2.ServerReadyRequest()).ready

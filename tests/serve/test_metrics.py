@@ -1,12 +1,16 @@
-"""Prometheus text exposition."""
+"""Prometheus text exposition, on the HTTP port and on --metrics-port."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 
 import numpy as np
+import pytest
 
+import edgehal
+from edgehal.errors import EdgehalError
 from edgehal.serve.metrics import Histogram, Metrics
 
 from .conftest import http_call, run_server
@@ -144,3 +148,49 @@ def test_triton_metrics_of_a_real_server_match_its_statistics(model_path, tmp_pa
         assert 0 <= ns / 1000 - us < 1, (name, us, ns)
     assert after["nv_inference_request_failure", labels] == 1
     assert after["nv_inference_request_success", labels] == len(sizes)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_port_serves_the_same_metrics_and_nothing_else(model_path, tmp_path):
+    model = model_path.stem
+    port = _free_port()
+    with run_server([model_path], tmp_path / "logs", "--metrics-port", str(port)) as srv:
+        assert f"metrics on http://127.0.0.1:{port}/metrics" in srv.log()
+        x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+        body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                       "data": x.ravel().tolist()}]}).encode()
+        status, raw = srv.post(f"/v2/models/{model}/infer", body)
+        assert status == 200, raw
+        status, text = http_call("GET", f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        separate = _samples(text.decode())
+        main = _samples(srv.metrics())  # still on the HTTP port
+        # metrics only there: no inference, health or metadata routes
+        for path in ("/v2/health/ready", f"/v2/models/{model}", f"/v2/models/{model}/stats"):
+            assert http_call("GET", f"http://127.0.0.1:{port}{path}")[0] == 404, path
+        assert http_call("POST", f"http://127.0.0.1:{port}/v2/models/{model}/infer", body)[0] == 404
+    labels = (("model", model), ("version", "1"))
+    assert separate["nv_inference_count", labels] == 3 and separate["nv_inference_request_success", labels] == 1
+    for name in ("nv_inference_count", "nv_inference_request_success", "nv_inference_exec_count",
+                 "edgehal_inferences"):
+        assert separate[name, labels] == main[name, labels], name
+
+
+def test_metrics_port_in_the_api_and_a_taken_one_is_refused(model_path):
+    port = _free_port()
+    with edgehal.serve([model_path], threads=1, metrics_port=port) as server:
+        assert server.metrics_port == port
+        status, text = http_call("GET", f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and "# TYPE nv_inference_count counter" in text.decode()
+    with edgehal.serve([model_path], threads=1) as plain:
+        assert plain.metrics_port == 0 and http_call("GET", f"{plain.url}/metrics")[0] == 200
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(EdgehalError, match="--metrics-port"):
+            edgehal.serve([model_path], threads=1, metrics_port=taken.getsockname()[1])
