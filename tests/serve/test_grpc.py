@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -298,16 +299,25 @@ def test_grpc_and_http_share_the_in_flight_byte_budget(model_path, ort_session):
             grpc.insecure_channel(server.grpc_address) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         futures = [stub.ModelInfer.future(request, timeout=60) for _ in range(held + 4)]
-        for f in futures[held:]:  # answered at once, while the first ones still wait for their batch
+        # Four are answered at once (which four depends on arrival order), while the others
+        # still wait for their batch.
+        deadline = time.monotonic() + 20
+        while sum(f.done() for f in futures) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        refused = [f for f in futures if f.done()]
+        assert len(refused) == 4, "the requests past the budget were not refused at once"
+        for f in refused:
             assert f.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "bytes of requests are in flight" in f.details() and str(limit) in f.details()
+        waiting = [f for f in futures if f not in refused]
         body = urllib.request.Request(f"{server.url}/v2/models/{MODEL}/infer", data=header + x.tobytes(),
                                       headers={"Inference-Header-Content-Length": str(len(header))})
         with pytest.raises(urllib.error.HTTPError) as info:  # the waiting gRPC requests hold the budget
             urllib.request.urlopen(body, timeout=30)
         assert info.value.code == 503 and b"bytes of requests are in flight" in info.value.read()
         logits = ort_session.run(["logits"], {"input": x})[0]
-        for f in futures[:held]:
+        assert len(waiting) == held
+        for f in waiting:
             out = np.frombuffer(f.result().raw_output_contents[0], np.float32).reshape(1, 10)
             np.testing.assert_allclose(out, logits, rtol=1e-5, atol=1e-6)
         # the budget is free again
