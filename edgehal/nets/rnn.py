@@ -16,9 +16,13 @@ and ``GRU`` (``linear_before_reset=0``) operators. So the gate blocks of every
 weight are stored in ONNX's order from the start (LSTM ``i, o, f, a``, GRU
 ``z, r, a``, peepholes ``i, o, f``) and each gate has one bias (ONNX's
 recurrence bias ``Rb`` is exported as zeros). Training runs the Python
-recurrence below; inside ``torch.onnx.export`` (the TorchScript exporter) each
-layer becomes one native operator through ``_NativeRecurrence.symbolic``, so
-the graph has dynamic batch *and* sequence length and no unrolled loop.
+recurrence below. Under ``torch.export`` (the default ONNX exporter,
+``torch.onnx.export(dynamo=True)``) each layer is one ``torch.library`` custom
+operator (``edgehal::rnn``, ``edgehal::lstm``, ``edgehal::gru``) that
+:mod:`edgehal.export.recurrent_onnx` translates to the native operator; inside
+the deprecated TorchScript exporter it becomes one through
+``_NativeRecurrence.symbolic``. Either way the graph has dynamic batch *and*
+sequence length and no unrolled loop.
 
 The cells also run one step at a time (``cell(x_t, state)``), for models whose
 next input depends on the previous output (hierarchical recurrence).
@@ -263,14 +267,6 @@ def _absent(g):
     return n
 
 
-# torch.export (the ONNX exporter's default): one torch.library custom operator per
-# operator kind, taking exactly the ONNX operator's inputs. Its eager body is the
-# recurrence above; its fake (meta) body gives the symbolic output shapes, so the
-# batch and sequence dimensions stay dynamic and the program never unrolls the
-# loop. ``edgehal.export.recurrent_onnx`` translates each into the native ONNX
-# operator. Registered once, when this module is imported.
-
-
 def _reference(kind: str, x: torch.Tensor, W: torch.Tensor, R: torch.Tensor, B: torch.Tensor,
                P: torch.Tensor | None, h0: torch.Tensor | None, c0: torch.Tensor | None,
                activation: str, *, directions: int, hidden_size: int) -> tuple[torch.Tensor, ...]:
@@ -292,6 +288,14 @@ def _reference(kind: str, x: torch.Tensor, W: torch.Tensor, R: torch.Tensor, B: 
 
 def _eager(kind: str, x, W, R, B, P, h0, c0, activation: str) -> tuple[torch.Tensor, ...]:
     return _reference(kind, x, W, R, B, P, h0, c0, activation, directions=W.shape[0], hidden_size=R.shape[2])
+
+
+# torch.export (the ONNX exporter's default): one torch.library custom operator per
+# operator kind, taking exactly the ONNX operator's inputs. Its eager body is the
+# recurrence of ``_reference``; its fake (meta) body gives the symbolic output shapes, so the
+# batch and sequence dimensions stay dynamic and the program never unrolls the
+# loop. ``edgehal.export.recurrent_onnx`` translates each into the native ONNX
+# operator. Registered once, when this module is imported.
 
 
 def _fake_outputs(x: torch.Tensor, W: torch.Tensor, R: torch.Tensor, states: int) -> tuple[torch.Tensor, ...]:
