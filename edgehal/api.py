@@ -65,10 +65,10 @@ def _paths(value: PathLike | Sequence[PathLike], what: str) -> list[str]:
 
 def export(model: torch.nn.Module | PathLike, output: PathLike, *,
            example_inputs: np.ndarray | torch.Tensor | None = None, manifest: HeadManifest | None = None,
-           aux: str = "keep", precision: str = "fp32", opset: int = 17, batch_size: int | None = None,
+           aux: str = "keep", precision: str = "fp32", opset: int = 18, batch_size: int | None = None,
            fixed_sequence: bool = False, data_dir: PathLike | None = None, check_samples: int = 256,
            atol: float | None = None, preprocessing: Preprocessing | None = None, trust_pickle: bool = False,
-           input_shape: Sequence[int] | None = None, log: Log = print) -> ExportReport:
+           input_shape: Sequence[int] | None = None, exporter: str = "dynamo", log: Log = print) -> ExportReport:
     """Export a model to ONNX at ``output``, checked against PyTorch before it is written.
 
     ``model`` is one of:
@@ -90,7 +90,10 @@ def export(model: torch.nn.Module | PathLike, output: PathLike, *,
     ``aux`` keeps the auxiliary heads as outputs (``keep``) or prunes them and
     every node only they need (``prune``); ``precision`` is ``fp32`` or
     ``fp16``; ``batch_size=None`` gives a dynamic batch dimension; ``atol``
-    defaults to 1e-3 (fp32) or 5e-2 (fp16). ``preprocessing`` is recorded in
+    defaults to 1e-3 (fp32) or 5e-2 (fp16). ``exporter`` is ``dynamo`` (torch's
+    torch.export-based exporter, opset >= 18; recurrent layers become native ONNX
+    ``RNN``/``LSTM``/``GRU`` nodes) or ``legacy`` (its TorchScript-based one:
+    deprecated, removed in the next release). ``preprocessing`` is recorded in
     the ONNX metadata. Returns the :class:`~edgehal.export.onnx.ExportReport`
     (path, outputs, node counts, max differences from PyTorch); nothing is
     written unless every check passed.
@@ -98,7 +101,7 @@ def export(model: torch.nn.Module | PathLike, output: PathLike, *,
     from edgehal.export.onnx import ExportOptions
 
     options = ExportOptions(aux=aux, opset=opset, batch_size=batch_size, fixed_sequence=fixed_sequence,
-                            precision=precision, check_samples=check_samples, atol=atol)
+                            precision=precision, check_samples=check_samples, atol=atol, exporter=exporter)
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.is_file():

@@ -111,7 +111,11 @@ def quickstart(data_dir, output_dir, epochs, zoo):
               help="Keep the auxiliary heads as outputs, or prune them and every node only they need.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="Weights and activations (inputs and outputs stay FP32).")
-@click.option("--opset", default=17, show_default=True, help="ONNX opset (17 is parsed by onnxruntime and TensorRT 10).")
+@click.option("--opset", default=18, show_default=True,
+              help="ONNX opset (18 is parsed by onnxruntime and TensorRT 10; the dynamo exporter needs >= 18).")
+@click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), default="dynamo", show_default=True,
+              help="torch's ONNX exporter: dynamo (torch.export-based) or legacy (TorchScript-based; deprecated, "
+                   "removed in the next release).")
 @click.option("--batch-size", default=None, type=int, help="Fixed batch size. Default: dynamic batch dimension.")
 @click.option("--fixed-sequence", is_flag=True, default=False,
               help="Recurrent models: fix the sequence length at the trained one. Default: a dynamic sequence "
@@ -133,8 +137,8 @@ def quickstart(data_dir, output_dir, epochs, zoo):
 @click.option("--trust-pickle", is_flag=True, default=False,
               help="Load a whole pickled nn.Module (torch.save(model)). Unpickling runs code the file names: only "
                    "for your own files. Default: refused.")
-def export_cmd(checkpoint, output, aux, precision, opset, batch_size, fixed_sequence, data_dir, check_samples,
-               atol, manifest_file, example_inputs, input_shape, trust_pickle):
+def export_cmd(checkpoint, output, aux, precision, opset, exporter, batch_size, fixed_sequence, data_dir,
+               check_samples, atol, manifest_file, example_inputs, input_shape, trust_pickle):
     """Export CHECKPOINT to ONNX with its auxiliary heads kept or pruned, checked before it is written.
 
     \b
@@ -166,7 +170,7 @@ def export_cmd(checkpoint, output, aux, precision, opset, batch_size, fixed_sequ
     api.export(checkpoint, output, example_inputs=x, manifest=manifest, preprocessing=preprocessing,
                input_shape=input_shape if manifest_file is not None else None, aux=aux, precision=precision,
                opset=opset, batch_size=batch_size, fixed_sequence=fixed_sequence, data_dir=data_dir,
-               check_samples=check_samples, atol=atol, trust_pickle=trust_pickle, log=click.echo)
+               check_samples=check_samples, atol=atol, trust_pickle=trust_pickle, exporter=exporter, log=click.echo)
 
 
 @main.command()

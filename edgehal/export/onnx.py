@@ -3,7 +3,11 @@
 ``keep`` exports every head of the manifest as a named output. ``prune``
 removes the auxiliary outputs *on the graph* and then every node and
 initializer that only they needed, and proves the main output is bit-for-bit
-the one of the kept graph. Before anything is written the model passes
+the one of the kept graph. The graph comes from torch's torch.export-based
+exporter (``exporter="dynamo"``, the default; recurrent layers become native
+ONNX ``RNN``/``LSTM``/``GRU`` through :mod:`edgehal.export.recurrent_onnx`) or,
+for this release only, from its deprecated TorchScript-based one
+(``exporter="legacy"``). Before anything is written the model passes
 ``onnx.checker`` (full check), strict shape inference, and a comparison of
 onnxruntime against PyTorch on real inputs. The graph surgery and checks
 themselves are generic and live in :mod:`edgehal.export.graph`.
@@ -14,7 +18,7 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -28,8 +32,14 @@ from edgehal.export.graph import check_model, prune_outputs, run_onnx, to_fp16
 from edgehal.fileio import atomic_write_bytes, sha256_file
 from edgehal.manifest import HeadManifest, Preprocessing
 
-DEFAULT_OPSET = 17  # parsed by current onnxruntime and by TensorRT 10's ONNX parser
+# The torch.export-based exporter writes opset 18 and up (its torchlib's opset); 18 is parsed by
+# current onnxruntime and by TensorRT 10's ONNX parser.
+DEFAULT_OPSET = 18
+DYNAMO_MIN_OPSET = 18
 PRECISIONS = ("fp32", "fp16")
+# "dynamo": torch.onnx.export(dynamo=True), the default. "legacy": the TorchScript-based exporter,
+# deprecated by torch and kept for this release only.
+EXPORTERS = ("dynamo", "legacy")
 # Max |onnxruntime - PyTorch| per output on real inputs, per precision.
 DEFAULT_ATOL = {"fp32": 1e-3, "fp16": 5e-2}
 
@@ -38,7 +48,8 @@ DEFAULT_ATOL = {"fp32": 1e-3, "fp16": 5e-2}
 class ExportOptions:
     """How to export. ``batch_size=None`` (the default) gives a dynamic batch dimension; a model that
     reads its input as a sequence (``sequence_axis`` in its manifest) also gets a dynamic sequence
-    dimension unless ``fixed_sequence``."""
+    dimension unless ``fixed_sequence``. ``exporter`` is ``dynamo`` (torch.export-based, opset >= 18)
+    or ``legacy`` (the TorchScript-based exporter: deprecated, removed in the next release)."""
 
     aux: str = "keep"
     opset: int = DEFAULT_OPSET
@@ -47,15 +58,24 @@ class ExportOptions:
     precision: str = "fp32"
     check_samples: int = 256
     atol: float | None = None  # Defaults to DEFAULT_ATOL[precision].
+    exporter: str = "dynamo"
 
     def validate(self) -> None:
+        if self.exporter not in EXPORTERS:
+            raise EdgehalError("--exporter", f"{self.exporter!r} is not an exporter",
+                               "dynamo (the default) or legacy (deprecated)")
         if self.aux not in ("keep", "prune"):
             raise EdgehalError("--aux", f"{self.aux!r} is not a choice", "keep or prune")
         if self.precision not in PRECISIONS:
             raise EdgehalError("--precision", f"{self.precision!r} is not an export precision",
                                f"one of {PRECISIONS}; INT8 comes from `edgehal quantize`")
         if not 13 <= self.opset <= 21:
-            raise EdgehalError("--opset", f"{self.opset} is out of range", "13..21 (default 17)")
+            raise EdgehalError("--opset", f"{self.opset} is out of range", f"13..21 (default {DEFAULT_OPSET})")
+        if self.exporter == "dynamo" and self.opset < DYNAMO_MIN_OPSET:
+            raise EdgehalError("--opset", f"{self.opset} is below {DYNAMO_MIN_OPSET}, the lowest opset the "
+                               "torch.export-based exporter (the default) writes",
+                               f"--opset {DYNAMO_MIN_OPSET}..21, or --exporter legacy (deprecated, removed in "
+                               "the next release) for opset 13..17")
         if self.batch_size is not None and self.batch_size < 1:
             raise EdgehalError("--batch-size", f"is {self.batch_size}", "a positive fixed batch, or none for dynamic")
         if self.check_samples < 1:
@@ -102,7 +122,8 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, options: ExportOp
     """Export the edgehal ``checkpoint`` to ``output`` as described in the module docstring, checked on
     real inputs of its data set and carrying its preprocessing, metrics and sha256.
 
-    ``options`` defaults to ``ExportOptions()`` (keep, opset 17, dynamic batch, fp32).
+    ``options`` defaults to ``ExportOptions()`` (keep, opset 18, dynamic batch, fp32, the
+    torch.export-based exporter).
     """
     opts = options or ExportOptions()
     opts.validate()
@@ -141,6 +162,11 @@ def export_module(model: torch.nn.Module, output: str | Path, *, example_inputs:
     if opts.aux == "prune" and not full.aux_heads:
         log(f"note: {full.model} has no auxiliary heads; --aux prune changes nothing")
 
+    if opts.exporter == "dynamo" and _holds_torchscript(model):
+        log("note: a TorchScript module exports with the TorchScript-based exporter (torch.export does not "
+            "trace TorchScript); that exporter is deprecated and goes in the next release: save the model "
+            "with torch.export.save instead")
+        opts = replace(opts, exporter="legacy")
     x = _example_array(example_inputs, full, opts)
     if opts.batch_size is not None:
         reps = -(-opts.batch_size // len(x))
@@ -156,7 +182,7 @@ def export_module(model: torch.nn.Module, output: str | Path, *, example_inputs:
     meta = ArtifactMetadata(
         manifest=selected, full_manifest=full, preprocessing=preprocessing, aux=opts.aux,
         precision=opts.precision, source_sha256=source_sha256, metrics=dict(metrics or {}),
-        versions=versions())
+        versions={**versions(), **_exporter_versions(opts.exporter)})
     write_onnx_metadata(proto, meta)
     proto.producer_name, proto.producer_version = "edgehal", meta.versions["edgehal"]
     what = f"exported model {output}"
@@ -371,28 +397,101 @@ def _run_torch(wrapper: HeadOutputs, x: np.ndarray, manifest: HeadManifest, *,
     return out
 
 
+def _exporter_versions(exporter: str) -> dict[str, str]:
+    """What ``versions`` records of the exporter: its name and, for dynamo, onnxscript's version."""
+    if exporter != "dynamo":
+        return {"exporter": exporter}
+    import onnxscript
+
+    return {"exporter": exporter, "onnxscript": str(onnxscript.__version__)}
+
+
+# The warnings the TorchScript exporter is known to give on edgehal's call, and nothing else: a
+# warning from the user's model, or a new one from torch, reaches the user. (The torch.export-based
+# exporter gives none on edgehal's models with verbose=False, so nothing is filtered there.)
+# Its two deprecation notices: torch/onnx/__init__.py, and exporter_context in
+# torch/onnx/_internal/torchscript_exporter/utils.py.
+_LEGACY_WARNINGS = (
+    (r"You are using the legacy TorchScript-based ONNX export", DeprecationWarning),
+    (r"The feature will be removed\. Please remove usage of this function", DeprecationWarning),
+    # A TorchScript archive goes in as torch.jit.trace's result, whose forward has no Python signature.
+    (r"no signature found for <torch\.ScriptMethod object", UserWarning),
+)
+
+
 def _torch_export(model: torch.nn.Module, input_name: str, names: Sequence[str], x: np.ndarray,
                   opts: ExportOptions, *, manifest: HeadManifest | None = None):
     """The one call of the exporter: ``model``'s outputs as the ONNX outputs ``names``.
     ``manifest`` (for its sequence axis) defaults to ``model.manifest``."""
-    import onnx
-
     manifest = manifest if manifest is not None else model.manifest
     names = list(names)
     wrapper = model if isinstance(model, HeadOutputs) else HeadOutputs(model, names).eval()
+    seq = sequence_axis(manifest, opts)
+    if opts.exporter == "legacy":
+        return _legacy_export(wrapper, input_name, names, x, opts, seq=seq,
+                              seq_name=manifest.sequence.name if seq is not None else "")
+    return _dynamo_export(wrapper, input_name, names, x, opts, seq=seq,
+                          seq_name=manifest.sequence.name if seq is not None else "")
+
+
+def _holds_torchscript(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
+
+
+def _dynamo_export(wrapper: HeadOutputs, input_name: str, names: list[str], x: np.ndarray,
+                   opts: ExportOptions, *, seq: int | None, seq_name: str):
+    """``torch.onnx.export(dynamo=True)``: batch and sequence dimensions as ``torch.export.Dim``s,
+    recurrent layers translated to native operators."""
+    from edgehal.export.recurrent_onnx import translation_table
+
+    if _holds_torchscript(wrapper):
+        raise EdgehalError("a TorchScript archive", "cannot be exported by the torch.export-based exporter "
+                           "(torch.export does not trace TorchScript)",
+                           "--exporter legacy (deprecated, removed in the next release), or the model as a "
+                           "torch.export program (torch.export.save) or an nn.Module")
+    example = x if opts.batch_size is not None else x[: min(len(x), 2)]
+    dims: dict[int, torch.export.Dim] = {}
+    if opts.batch_size is None:
+        # torch.export treats a dimension of size 1 as a constant: the traced batch has two inputs.
+        example = np.concatenate([example, example]) if len(example) < 2 else example
+        dims[0] = torch.export.Dim("batch")
+    if seq is not None:
+        dims[seq] = torch.export.Dim(seq_name)
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                wrapper, (torch.from_numpy(example),), dynamo=True, verbose=False, opset_version=opts.opset,
+                input_names=[input_name], output_names=names, dynamic_shapes=(dims,) if dims else None,
+                custom_translation_table=translation_table(), optimize=True)
+    except EdgehalError:
+        raise
+    except Exception as exc:  # torch.export could not capture the module, or a node did not translate
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise EdgehalError(f"model {type(wrapper.model).__name__}",
+                           f"does not export with the torch.export-based exporter ({first})",
+                           "a model torch.export can capture (https://docs.pytorch.org/docs/stable/export.html), "
+                           "or --exporter legacy (deprecated, removed in the next release)") from exc
+    return program.model_proto
+
+
+def _legacy_export(wrapper: HeadOutputs, input_name: str, names: list[str], x: np.ndarray,
+                   opts: ExportOptions, *, seq: int | None, seq_name: str):
+    """``torch.onnx.export(dynamo=False)``, the TorchScript exporter: deprecated, removed next release."""
+    import onnx
+
     example = torch.from_numpy(x[: min(len(x), 2)] if opts.batch_size is None else x)
     dynamic: dict[str, dict[int, str]] | None = None
     if opts.batch_size is None:
         dynamic = {input_name: {0: "batch"}, **{n: {0: "batch"} for n in names}}
-    seq = sequence_axis(manifest, opts)
     if seq is not None:
         dynamic = dynamic or {}
-        dynamic.setdefault(input_name, {})[seq] = manifest.sequence.name
+        dynamic.setdefault(input_name, {})[seq] = seq_name
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        for message, category in _LEGACY_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
         module: torch.nn.Module = wrapper
-        if any(isinstance(m, torch.jit.ScriptModule) for m in wrapper.modules()):
+        if _holds_torchscript(wrapper):
             # The exporter's tracer cannot step into a ScriptModule held by a Python module
             # (a loaded TorchScript archive); torch.jit.trace can, and the exporter takes its result.
             module = torch.jit.trace(wrapper, (example,), check_trace=False)

@@ -16,9 +16,13 @@ and ``GRU`` (``linear_before_reset=0``) operators. So the gate blocks of every
 weight are stored in ONNX's order from the start (LSTM ``i, o, f, a``, GRU
 ``z, r, a``, peepholes ``i, o, f``) and each gate has one bias (ONNX's
 recurrence bias ``Rb`` is exported as zeros). Training runs the Python
-recurrence below; inside ``torch.onnx.export`` (the TorchScript exporter) each
-layer becomes one native operator through ``_NativeRecurrence.symbolic``, so
-the graph has dynamic batch *and* sequence length and no unrolled loop.
+recurrence below. Under ``torch.export`` (the default ONNX exporter,
+``torch.onnx.export(dynamo=True)``) each layer is one ``torch.library`` custom
+operator (``edgehal::rnn``, ``edgehal::lstm``, ``edgehal::gru``) that
+:mod:`edgehal.export.recurrent_onnx` translates to the native operator; inside
+the deprecated TorchScript exporter it becomes one through
+``_NativeRecurrence.symbolic``. Either way the graph has dynamic batch *and*
+sequence length and no unrolled loop.
 
 The cells also run one step at a time (``cell(x_t, state)``), for models whose
 next input depends on the previous output (hierarchical recurrence).
@@ -235,19 +239,8 @@ class _NativeRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W, R, B, P, h0, c0, kind: str, activation: str, hidden_size: int,
                 directions: int):
-        d_count, gh = int(W.shape[0]), int(W.shape[1])
-        ys, finals = [], []
-        for d in range(d_count):
-            xw = F.linear(x, W[d], B[d, :gh] + B[d, gh:])
-            state: list[torch.Tensor] = [x.new_zeros(x.shape[1], hidden_size) if h0 is None else h0[d]]
-            if kind in ("lstm", "peephole_lstm"):
-                state.append(x.new_zeros(x.shape[1], hidden_size) if c0 is None else c0[d])
-            y, last = _scan(kind, xw, tuple(state), R[d], None if P is None else P[d],
-                            ACTIVATIONS[activation][0], reverse=d == 1)
-            ys.append(y)
-            finals.append(last)
-        outs = [torch.stack(ys, dim=1)] + [torch.stack([f[k] for f in finals]) for k in range(len(finals[0]))]
-        return tuple(outs)
+        return _reference(kind, x, W, R, B, P, h0, c0, activation, directions=directions,
+                          hidden_size=hidden_size)
 
     @staticmethod
     def symbolic(g, x, W, R, B, P, h0, c0, kind: str, activation: str, hidden_size: int,
@@ -272,6 +265,88 @@ def _absent(g):
     n = g.op("prim::Constant")
     n.setType(torch._C.OptionalType.ofTensor())
     return n
+
+
+def _reference(kind: str, x: torch.Tensor, W: torch.Tensor, R: torch.Tensor, B: torch.Tensor,
+               P: torch.Tensor | None, h0: torch.Tensor | None, c0: torch.Tensor | None,
+               activation: str, *, directions: int, hidden_size: int) -> tuple[torch.Tensor, ...]:
+    """The ONNX operator's outputs Y (T, D, N, H), Y_h (D, N, H)[, Y_c] by the Python recurrence.
+    The sizes come as Python ints: under the TorchScript tracer a shape read is a traced value."""
+    ys, finals = [], []
+    for d in range(directions):
+        wb, rb = B[d].chunk(2)
+        xw = F.linear(x, W[d], wb + rb)
+        state: list[torch.Tensor] = [x.new_zeros(x.shape[1], hidden_size) if h0 is None else h0[d]]
+        if kind in ("lstm", "peephole_lstm"):
+            state.append(x.new_zeros(x.shape[1], hidden_size) if c0 is None else c0[d])
+        y, last = _scan(kind, xw, tuple(state), R[d], None if P is None else P[d],
+                        ACTIVATIONS[activation][0], reverse=d == 1)
+        ys.append(y)
+        finals.append(last)
+    return (torch.stack(ys, dim=1),) + tuple(torch.stack([f[k] for f in finals]) for k in range(len(finals[0])))
+
+
+def _eager(kind: str, x, W, R, B, P, h0, c0, activation: str) -> tuple[torch.Tensor, ...]:
+    return _reference(kind, x, W, R, B, P, h0, c0, activation, directions=W.shape[0], hidden_size=R.shape[2])
+
+
+# torch.export (the ONNX exporter's default): one torch.library custom operator per
+# operator kind, taking exactly the ONNX operator's inputs. Its eager body is the
+# recurrence of ``_reference``; its fake (meta) body gives the symbolic output shapes, so the
+# batch and sequence dimensions stay dynamic and the program never unrolls the
+# loop. ``edgehal.export.recurrent_onnx`` translates each into the native ONNX
+# operator. Registered once, when this module is imported.
+
+
+def _fake_outputs(x: torch.Tensor, W: torch.Tensor, R: torch.Tensor, states: int) -> tuple[torch.Tensor, ...]:
+    d, hidden = W.shape[0], R.shape[2]
+    y = x.new_empty((x.shape[0], d, x.shape[1], hidden))
+    return (y,) + tuple(x.new_empty((d, x.shape[1], hidden)) for _ in range(states))
+
+
+@torch.library.custom_op("edgehal::rnn", mutates_args=())
+def native_rnn(x: torch.Tensor, W: torch.Tensor, R: torch.Tensor, B: torch.Tensor,
+               h0: torch.Tensor | None, activation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """ONNX ``RNN`` (forward, or bidirectional when ``W`` has two directions): (Y, Y_h)."""
+    return _eager("rnn", x, W, R, B, None, h0, None, activation)
+
+
+@torch.library.custom_op("edgehal::lstm", mutates_args=())
+def native_lstm(x: torch.Tensor, W: torch.Tensor, R: torch.Tensor, B: torch.Tensor, P: torch.Tensor | None,
+                h0: torch.Tensor | None, c0: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ONNX ``LSTM``, with peepholes when ``P`` is given: (Y, Y_h, Y_c)."""
+    return _eager("peephole_lstm" if P is not None else "lstm", x, W, R, B, P, h0, c0, "tanh")
+
+
+@torch.library.custom_op("edgehal::gru", mutates_args=())
+def native_gru(x: torch.Tensor, W: torch.Tensor, R: torch.Tensor, B: torch.Tensor,
+               h0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ONNX ``GRU`` with ``linear_before_reset=0``: (Y, Y_h)."""
+    return _eager("gru", x, W, R, B, None, h0, None, "tanh")
+
+
+@native_rnn.register_fake
+def _(x, W, R, B, h0, activation):
+    return _fake_outputs(x, W, R, 1)
+
+
+@native_lstm.register_fake
+def _(x, W, R, B, P, h0, c0):
+    return _fake_outputs(x, W, R, 2)
+
+
+@native_gru.register_fake
+def _(x, W, R, B, h0):
+    return _fake_outputs(x, W, R, 1)
+
+
+def _custom_op_layer(kind: str, activation: str, x, W, R, B, P, h0, c0) -> tuple[torch.Tensor, ...]:
+    if kind == "rnn":
+        return native_rnn(x, W, R, B, h0, activation)
+    if kind == "gru":
+        return native_gru(x, W, R, B, h0)
+    return native_lstm(x, W, R, B, P, h0, c0)
 
 
 # --------------------------------------------------------------------------
@@ -328,7 +403,7 @@ class RecurrentLayer(nn.Module):
         if state is not None and len(state) != self.num_states:
             raise EdgehalError("recurrent layer state", f"has {len(state)} tensors",
                                f"{self.num_states} for {self.cell}")
-        native = torch.onnx.is_in_onnx_export()
+        native = torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
         d = self.num_directions
         finals: list[State] = []
         for index, directions in enumerate(self.layers):
@@ -368,8 +443,11 @@ class RecurrentLayer(nn.Module):
         P = torch.stack([c.peephole for c in directions]) if self.cell == "peephole_lstm" else None
         h0 = init[0] if init is not None else None
         c0 = init[1] if init is not None and len(init) > 1 else None
-        outs = _NativeRecurrence.apply(x, W, R, B, P, h0, c0, self.cell, self.activation,
-                                         self.hidden_size, self.num_directions)
+        if torch.compiler.is_exporting():   # torch.export, under torch.onnx.export(dynamo=True)
+            outs = _custom_op_layer(self.cell, self.activation, x, W, R, B, P, h0, c0)
+        else:                                # the TorchScript exporter
+            outs = _NativeRecurrence.apply(x, W, R, B, P, h0, c0, self.cell, self.activation,
+                                           self.hidden_size, self.num_directions)
         y = outs[0]                                      # (T, D, N, H)
         if self.num_directions == 1:
             y = y.squeeze(1)

@@ -252,3 +252,130 @@ def test_export_module_refuses_what_does_not_fit_the_manifest_and_writes_nothing
     with pytest.raises(EdgehalError, match="has no head manifest"):
         export_module(TwoHeads(), out, example_inputs=x, log=lambda _: None)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- both exporters, every registered architecture ---------------------------------
+
+EXPORTERS = ("dynamo", "legacy")
+NATIVE = {"rnn": "RNN", "lstm": "LSTM", "peephole_lstm": "LSTM", "gru": "GRU"}
+LOCALIZATION = dict(building_floors=[[0, 1], [0, 1, 2]], coord_mean=[0.0, 0.0], coord_scale=1.0, input_shape=[16])
+# Small options per architecture (required ones included); every cell of the row-sequential classifier,
+# one of them two layers deep and bidirectional.
+ARCHITECTURES = {
+    "hal_resnet": [dict(aux=["case1", {"case": "case4", "feeds_main": False}])],
+    "hdcnn": [{}],
+    "hier_localization": [LOCALIZATION],
+    "recurrent_localization": [dict(LOCALIZATION, cell="gru")],
+    "rnn_classifier": [dict(aux=["case2"], hidden_size=12, cell="rnn", activation="relu"),
+                       dict(aux=["case1"], hidden_size=12, cell="lstm"),
+                       dict(aux=["case1"], hidden_size=12, cell="peephole_lstm"),
+                       dict(aux=["case2"], hidden_size=12, cell="gru", num_layers=2, bidirectional=True)],
+    "tv_hal": [{}],
+    "tv_hdcnn": [{}],
+}
+
+
+def _architecture_cases():
+    from edgehal.nets.registry import list_models
+
+    cases = []
+    for name in list_models():
+        for i, kwargs in enumerate(ARCHITECTURES.get(name, [None])):
+            for exporter in EXPORTERS:
+                cases.append(pytest.param(name, kwargs, exporter, id=f"{name}-{i}-{exporter}"))
+    return cases
+
+
+def _pixels(shape, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("name,kwargs,exporter", _architecture_cases())
+def test_every_architecture_exports_with_both_exporters(name, kwargs, exporter, tmp_path):
+    """Each registered architecture exported with its heads kept, and that graph pruned as ``aux="prune"``
+    prunes it: the pruned main output is bit-for-bit the kept one's; a recurrent model has one native operator
+    per layer (both directions in it), no loop, and dynamic batch *and* rows that onnxruntime runs at 28 and 10
+    rows, equal to PyTorch. (Exports with ``aux="prune"`` of both exporters: the parity tests.)"""
+    from edgehal.export.graph import prune_outputs
+    from edgehal.nets.registry import create_model
+
+    assert kwargs is not None, f"add small options for the architecture {name!r} to ARCHITECTURES in {__file__}"
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs).eval()
+    manifest = model.manifest
+    paths = {aux: tmp_path / f"{aux}.onnx" for aux in ("keep", "prune")}
+    export_module(model, paths["keep"], example_inputs=_pixels((4, *manifest.input_shape)),
+                  options=ExportOptions(exporter=exporter, check_samples=4), log=lambda _: None)
+    onnx.save(prune_outputs(onnx.load(paths["keep"]), manifest.select("prune").head_names), paths["prune"])
+    kept = onnx.load(paths["keep"])
+    assert read_artifact(paths["keep"]).require_metadata().versions["exporter"] == exporter
+    assert kept.opset_import[0].version == 18
+    ops = [n.op_type for n in kept.graph.node]
+    assert not {"Loop", "Scan"} & set(ops), ops
+    dims = [d.dim_param or d.dim_value for d in kept.graph.input[0].type.tensor_type.shape.dim]
+    lengths = [None]
+    if manifest.sequence is not None:
+        cell, layers = kwargs["cell"], kwargs.get("num_layers", 1)
+        assert ops.count(NATIVE[cell]) == layers and len(ops) < 40, ops
+        assert dims == ["batch", 1, "rows", 28]
+        lengths = [28, 10]
+    else:
+        assert dims == ["batch", *manifest.input_shape]
+    sessions = {aux: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for aux, p in paths.items()}
+    main = manifest.main.name
+    for batch in (1, 3):
+        for rows in lengths:
+            shape = list(manifest.input_shape)
+            if rows is not None:
+                shape[manifest.sequence.axis - 1] = rows
+            x = _pixels((batch, *shape), seed=batch)
+            got = dict(zip(manifest.head_names, sessions["keep"].run(list(manifest.head_names), {manifest.input_name: x})))
+            with torch.no_grad():
+                want = model(torch.from_numpy(x))
+            for head in manifest.head_names:
+                assert np.allclose(got[head], want[head].numpy(), rtol=1e-5, atol=1e-5), (head, batch, rows)
+            (pruned_main,) = sessions["prune"].run([main], {manifest.input_name: x})
+            assert np.array_equal(pruned_main, got[main])
+
+
+def test_dynamo_refuses_an_opset_below_18_and_names_the_legacy_exporter(digits_checkpoint, tmp_path):
+    out = tmp_path / "x.onnx"
+    with pytest.raises(EdgehalError, match=r"--opset \| 17 is below 18.*--exporter legacy"):
+        export_onnx(digits_checkpoint, out, options=ExportOptions(opset=17), log=lambda _: None)
+    with pytest.raises(EdgehalError, match=r"--exporter \| 'torchscript' is not an exporter"):
+        export_onnx(digits_checkpoint, out, options=ExportOptions(exporter="torchscript"), log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_exporter_option(digits_checkpoint, tmp_path):
+    from click.testing import CliRunner
+
+    from edgehal.cli import main
+
+    runner = CliRunner()
+    help_text = runner.invoke(main, ["export", "--help"]).output
+    assert "--exporter [dynamo|legacy]" in help_text and "deprecated" in help_text
+    legacy = tmp_path / "legacy.onnx"
+    result = runner.invoke(main, ["export", str(digits_checkpoint), "-o", str(legacy), "--exporter", "legacy",
+                                  "--opset", "17", "--check-samples", "16"])
+    assert result.exit_code == 0, result.output
+    assert onnx.load(legacy).opset_import[0].version == 17
+    assert read_artifact(legacy).require_metadata().versions["exporter"] == "legacy"
+    result = runner.invoke(main, ["export", str(digits_checkpoint), "-o", str(tmp_path / "d.onnx"), "--opset", "17"])
+    assert result.exit_code == 1 and "--exporter legacy" in result.output
+    assert not (tmp_path / "d.onnx").exists()
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_parity_passes_on_the_full_test_split_for_each_exporter(exporter, digits_checkpoint, tmp_path):
+    from edgehal.parity import run_parity
+
+    paths = [tmp_path / f"{aux}.onnx" for aux in ("keep", "prune")]
+    for aux, path in zip(("keep", "prune"), paths):
+        export_onnx(digits_checkpoint, path, options=ExportOptions(aux=aux, exporter=exporter), log=lambda _: None)
+    report = run_parity(digits_checkpoint, paths, log=lambda _: None)
+    assert report.passed and report.split == "test"
+    from edgehal.checkpoint import load_checkpoint
+    from edgehal.pipeline import data_for_checkpoint
+
+    assert report.samples == len(data_for_checkpoint(load_checkpoint(digits_checkpoint), data_root=None).split("test").x)

@@ -296,3 +296,76 @@ def test_bad_options_are_user_errors():
         layer(torch.randn(N, 4, F_IN), (torch.zeros(1, N, H),))
     with pytest.raises(EdgehalError, match="batch, time, features"):
         layer(torch.randn(N, F_IN))
+
+
+# --------------------------------------------------------------------------
+# The custom operators torch.export records (edgehal::rnn, edgehal::lstm, edgehal::gru)
+
+
+def _operator_inputs(layer: RecurrentLayer, x: torch.Tensor, with_state: bool):
+    """The ONNX operator's inputs for the first layer of ``layer``, as _native_layer packs them."""
+    cells = layer.layers[0]
+    W = torch.stack([c.weight_x for c in cells]).detach()
+    R = torch.stack([c.weight_h for c in cells]).detach()
+    b = torch.stack([c.bias for c in cells]).detach()
+    B = torch.cat([b, torch.zeros_like(b)], dim=1)
+    P = torch.stack([c.peephole for c in cells]).detach() if layer.cell == "peephole_lstm" else None
+    d = layer.num_directions
+    h0 = torch.randn(d, x.shape[1], layer.hidden_size) if with_state else None
+    c0 = torch.randn(d, x.shape[1], layer.hidden_size) if with_state else None
+    return W, R, B, P, h0, c0
+
+
+def _call(cell: str, x, W, R, B, P, h0, c0, activation="tanh"):
+    if cell == "rnn":
+        return torch.ops.edgehal.rnn(x, W, R, B, h0, activation)
+    if cell == "gru":
+        return torch.ops.edgehal.gru(x, W, R, B, h0)
+    return torch.ops.edgehal.lstm(x, W, R, B, P, h0, c0)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("with_state", [False, True])
+def test_custom_operator_is_the_layers_recurrence(cell, with_state):
+    """Eager, the operator gives the layer's outputs in ONNX layout (Y (T, D, N, H), Y_h[, Y_c]);
+    torch.library.opcheck checks its schema and fake (meta) implementation against the real one."""
+    torch.manual_seed(6)
+    layer = RecurrentLayer(cell=cell, input_size=F_IN, hidden_size=H, bidirectional=True, batch_first=False)
+    x = torch.randn(7, N, F_IN)
+    W, R, B, P, h0, c0 = _operator_inputs(layer, x, with_state)
+    outs = _call(cell, x, W, R, B, P, h0, c0)
+    with torch.no_grad():
+        y, state = layer(x, None if not with_state else ((h0, c0) if layer.num_states == 2 else (h0,)))
+    assert len(outs) == 1 + layer.num_states and outs[0].shape == (7, 2, N, H)
+    assert _max_diff(outs[0].permute(0, 2, 1, 3).flatten(2), y) == 0.0
+    assert all(_max_diff(a, b) == 0.0 for a, b in zip(outs[1:], state))
+    op = {"rnn": torch.ops.edgehal.rnn, "gru": torch.ops.edgehal.gru}.get(cell, torch.ops.edgehal.lstm).default
+    args = {"rnn": (x, W, R, B, h0, "tanh"), "gru": (x, W, R, B, h0)}.get(cell, (x, W, R, B, P, h0, c0))
+    torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_torch_export_records_one_operator_per_layer_with_dynamic_batch_and_time(cell):
+    class Outputs(torch.nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            y, state = self.layer(x)
+            return (y,) + tuple(state)
+
+    torch.manual_seed(7)
+    module = Outputs(RecurrentLayer(cell=cell, input_size=F_IN, hidden_size=H, num_layers=2,
+                                    bidirectional=True)).eval()
+    batch, time = torch.export.Dim("batch"), torch.export.Dim("time")
+    program = torch.export.export(module, (torch.randn(2, 11, F_IN),), dynamic_shapes=({0: batch, 1: time},))
+    targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    op = {"rnn": "edgehal.rnn", "gru": "edgehal.gru"}.get(cell, "edgehal.lstm")
+    assert sum(t.startswith(op) for t in targets) == 2, targets
+    # the program runs the operator's eager body at other sizes, and equals the layer
+    x = torch.randn(3, 28, F_IN)
+    with torch.no_grad():
+        want = module(x)
+    got = program.module()(x)
+    assert all(_max_diff(a, b) < 1e-6 for a, b in zip(got, want))
