@@ -416,6 +416,8 @@ _LEGACY_WARNINGS = (
     (r"The feature will be removed\. Please remove usage of this function", DeprecationWarning),
     # A TorchScript archive goes in as torch.jit.trace's result, whose forward has no Python signature.
     (r"no signature found for <torch\.ScriptMethod object", UserWarning),
+    # ... and that trace is edgehal's own call, not the user's: its deprecation is ours to handle.
+    (r"`torch\.jit\.trace(_method)?` is deprecated", FutureWarning),
 )
 
 
