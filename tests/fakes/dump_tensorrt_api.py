@@ -6,17 +6,17 @@ it learns which. They were produced from NVIDIA's PyPI wheels, without a GPU
 and without TensorRT's libraries, like this (the bindings load against three
 stub libraries that only satisfy the dynamic linker; nothing is called)::
 
-    python -m venv /work/trtscratch11
-    /work/trtscratch11/bin/pip install tensorrt_cu13_bindings==11.4.0.106
-    python -m venv /work/trtscratch10
-    /work/trtscratch10/bin/pip install tensorrt_cu12_bindings==10.16.1.11
+    python -m venv /tmp/trtscratch11
+    /tmp/trtscratch11/bin/pip install tensorrt_cu13_bindings==11.4.0.106
+    python -m venv /tmp/trtscratch10
+    /tmp/trtscratch10/bin/pip install tensorrt_cu12_bindings==10.16.1.11
     # stub libnvinfer.so.N / libnvonnxparser.so.N / libnvinfer_plugin.so.N exporting
     # createInferBuilder_INTERNAL, createInferRuntime_INTERNAL, createInferRefitter_INTERNAL,
     # getPluginRegistry, getBuilderPluginRegistry, createNvOnnxParser_INTERNAL,
     # createNvOnnxParserRefitter_INTERNAL, getNvOnnxParserVersion, initLibNvInferPlugins
-    # (each returning 0/NULL), built with `gcc -shared -fPIC -Wl,-soname,<name>` into /work/trtstubs/N
-    LD_LIBRARY_PATH=/work/trtstubs/11 /work/trtscratch11/bin/python tests/fakes/dump_tensorrt_api.py
-    LD_LIBRARY_PATH=/work/trtstubs/10 /work/trtscratch10/bin/python tests/fakes/dump_tensorrt_api.py
+    # (each returning 0/NULL), built with `gcc -shared -fPIC -Wl,-soname,<name>` into /tmp/trtstubs/N
+    LD_LIBRARY_PATH=/tmp/trtstubs/11 /tmp/trtscratch11/bin/python tests/fakes/dump_tensorrt_api.py
+    LD_LIBRARY_PATH=/tmp/trtstubs/10 /tmp/trtscratch10/bin/python tests/fakes/dump_tensorrt_api.py
 
 Run it again with newer wheels to refresh the lists; the fake reads them at import.
 """
