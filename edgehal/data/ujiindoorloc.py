@@ -7,7 +7,10 @@ BUILDINGID, SPACEID, RELATIVEPOSITION, USERID, PHONEID, TIMESTAMP.
 
 Splits: ``train`` and ``val`` (held out for model selection) come from
 trainingData.csv; ``test`` is validationData.csv, the test set of the
-published results.
+published results. ``val_split`` says how ``val`` is drawn: ``random`` rows,
+or ``held_out_users`` (every fingerprint of a few users, the split that
+resembles the test set: see ``HELD_OUT_USERS``). ``read_test=False`` leaves
+validationData.csv unopened (an empty ``test`` split), for model selection.
 
 Inputs stay *raw* (RSSI in dBm with 100 for "not detected"): the model maps
 them in-graph. What is fitted is fitted on the training split only and handed
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -64,6 +68,23 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "TIMESTAMP": (0, None),
 }
 _COORD_LIMIT_M = 2.0e7  # |EPSG:3857 metres| never exceeds ~2.0e7
+
+VAL_SPLITS: tuple[str, ...] = ("random", "held_out_users")
+DEFAULT_RANDOM_VAL_SIZE = 1000
+# Why whole users: validationData.csv was recorded 3 months after trainingData.csv (2013-09-19..10-08
+# against 2013-05-30..06-20) by a user who is not in it (USERID 0 against 1..18), and 714 of its 1,111
+# fingerprints (64%) come from phones trainingData.csv never shows (PHONEID 0, 2, 4, 5, 9, 12, 15, 20,
+# 21); random rows of trainingData.csv share their user, phone, day and reference point with training
+# rows. Holding out the latest timestamps would not do: the last 2,000 rows cover 6 of the 13
+# building-floor pairs. These 5 users are the smallest set (5,484 rows, 27.5%; searched over all
+# subsets of up to 7 users) whose rows cover all 13 pairs while the remaining 13 users still cover all
+# 13 too (building 0 has only users 1 and 11, so one of them must go). Three of their phones (PHONEID
+# 3, 8, 16) are then unseen in training, like most of the test's. Measured with
+# models/configs/ujiindoorloc_hier.yaml, seed 0: random rows gave a floor hit of 98.6-99.7% (epochs 1-9)
+# for a model that scores 94.69% on validationData.csv (about 5 pp kinder); trained without these users,
+# seeds 0-2 scored 89.24% on them and 91.51% on validationData.csv (about 2.3 pp harsher): closer, on
+# the cautious side, and what design choices are ranked on.
+HELD_OUT_USERS: tuple[int, ...] = (1, 3, 5, 10, 16)
 
 
 def read_uji_csv(path: str | Path) -> np.ndarray:
@@ -172,14 +193,19 @@ def _split(data: np.ndarray, *, origin: tuple[float, float],
 
 
 @register_dataset("ujiindoorloc", info=INFO)
-def ujiindoorloc(*, root: str | Path | None = None, val_size: int = 1000, seed: int = 0,
-                 limit: int | None = None, undetected_dbm: float = -110.0) -> DataBundle:
+def ujiindoorloc(*, root: str | Path | None = None, val_size: int | None = None, seed: int = 0,
+                 limit: int | None = None, undetected_dbm: float = -110.0, val_split: str = "random",
+                 val_users: list[int] | None = None, read_test: bool = True) -> DataBundle:
     """UJIIndoorLoc from ``<root>/UJIIndoorLoc``.
 
-    ``val_size`` rows of trainingData.csv (random, seeded by ``seed``) are held
-    out for model selection. ``undetected_dbm`` is the RSSI the model gives a
-    not-detected access point (defaults to -110 dBm, below the weakest reading).
-    ``limit`` caps each split, for smoke runs.
+    ``val_split="random"``: ``val_size`` rows of trainingData.csv (default
+    1,000; random, seeded by ``seed``) are held out for model selection.
+    ``val_split="held_out_users"``: every row of the users ``val_users``
+    (default ``HELD_OUT_USERS``) is held out; ``val_size`` is not taken.
+    ``read_test=False``: validationData.csv is not opened and ``test`` is
+    empty, so a selection run cannot see the test set. ``undetected_dbm`` is
+    the RSSI the model gives a not-detected access point (defaults to -110
+    dBm, below the weakest reading). ``limit`` caps each split, for smoke runs.
     """
     r = resolve_data_root(root)
     folder = r / "UJIIndoorLoc"
@@ -188,10 +214,37 @@ def ujiindoorloc(*, root: str | Path | None = None, val_size: int = 1000, seed: 
                            "trainingData.csv and validationData.csv under <data>/UJIIndoorLoc/")
     if undetected_dbm >= RSSI_RANGE[1] or not math.isfinite(undetected_dbm):
         raise EdgehalError("data.options.undetected_dbm", f"is {undetected_dbm}", "a negative dBm value, e.g. -110")
+    if val_split not in VAL_SPLITS:
+        raise EdgehalError("data.options.val_split", f"is {val_split!r}", f"one of {list(VAL_SPLITS)}")
+    if val_split == "held_out_users" and val_size is not None:
+        raise EdgehalError("data.val_size", f"is {val_size} with val_split 'held_out_users'",
+                           "no val_size: the held-out users' rows are the validation split")
+    if val_split == "random" and val_users is not None:
+        raise EdgehalError("data.options.val_users", f"is {val_users} with val_split 'random'",
+                           "val_users only with val_split 'held_out_users'")
     full = read_uji_csv(folder / "trainingData.csv")
-    test = read_uji_csv(folder / "validationData.csv")
-    if not 0 <= val_size < len(full):
-        raise EdgehalError("data.val_size", f"{val_size} is out of range", f"0..{len(full) - 1}")
+    test = read_uji_csv(folder / "validationData.csv") if read_test else np.empty((0, len(COLUMNS)))
+    if val_split == "random":
+        val_size = DEFAULT_RANDOM_VAL_SIZE if val_size is None else val_size
+        if not 0 <= val_size < len(full):
+            raise EdgehalError("data.val_size", f"{val_size} is out of range", f"0..{len(full) - 1}")
+        perm = np.random.default_rng(seed).permutation(len(full))
+        val_rows, train_rows = perm[:val_size], perm[val_size:]
+        fitted_on = f"trainingData.csv minus {val_size} held-out rows (seed {seed})"
+    else:
+        users = list(HELD_OUT_USERS if val_users is None else val_users)
+        user = full[:, COLUMNS.index("USERID")].astype(np.int64)
+        missing = sorted(set(users) - set(user.tolist()))
+        if not users or missing:
+            raise EdgehalError("data.options.val_users", f"is {users}" + (f": no rows of user {missing[0]}"
+                               if missing else ""), "USERIDs that trainingData.csv holds")
+        is_val = np.isin(user, users)
+        if is_val.all():
+            raise EdgehalError("data.options.val_users", f"is {users}: every row", "users that leave rows to train on")
+        # Shuffled (seeded) only so that ``limit`` keeps a random subset; the rows are sorted again below.
+        rng = np.random.default_rng(seed)
+        val_rows, train_rows = rng.permutation(np.flatnonzero(is_val)), rng.permutation(np.flatnonzero(~is_val))
+        fitted_on = f"trainingData.csv minus the {len(val_rows)} rows of users {users}"
 
     bcol, fcol = COLUMNS.index("BUILDINGID"), COLUMNS.index("FLOOR")
     pairs = sorted({(int(b), int(f)) for b, f in full[:, [bcol, fcol]]})
@@ -205,8 +258,6 @@ def ujiindoorloc(*, root: str | Path | None = None, val_size: int = 1000, seed: 
         raise EdgehalError(f"{folder / 'trainingData.csv'}", f"has buildings {buildings}",
                            "building ids 0..B-1 with none missing")
 
-    perm = np.random.default_rng(seed).permutation(len(full))
-    val_rows, train_rows = perm[:val_size], perm[val_size:]
     if limit:  # a random subset, so a smoke run still sees every building
         train_rows, val_rows = train_rows[:limit], val_rows[:limit]
         test = test[:limit]
@@ -247,8 +298,9 @@ def ujiindoorloc(*, root: str | Path | None = None, val_size: int = 1000, seed: 
         "coordinate_units": "m (EPSG:3857 as in UJIIndoorLoc), relative to coordinate_origin",
         "coord_mean": fitted["coord_mean"],
         "coord_scale": coord_scale,
-        "fitted_on": f"trainingData.csv minus {val_size} held-out rows (seed {seed})",
-        "test_file": "validationData.csv",
+        "fitted_on": fitted_on,
+        "val_split": val_split,
+        "test_file": "validationData.csv" if read_test else "not read (read_test=False)",
     }
     return DataBundle(name="ujiindoorloc", train=splits["train"], val=splits["val"], test=splits["test"],
                       input_shape=(NUM_WAPS,), class_names=class_names, mean=(), std=(), augment={},

@@ -157,3 +157,88 @@ def test_builder_on_small_files_and_a_missing_folder(tmp_path):
         build_dataset("ujiindoorloc", root=tmp_path, val_size=4)
     with pytest.raises(EdgehalError, match="UJIIndoorLoc/ not found"):
         build_dataset("ujiindoorloc", root=tmp_path / "UJIIndoorLoc")
+
+
+# -- the validation split and the test file ------------------------------------------------
+
+def _user_row(rng, building, floor, user):
+    rssi = np.where(rng.random(520) < 0.9, 100, rng.integers(-100, -30, 520))
+    meta = [-7600.5 + 10 * building, 4864900.25 + 3 * floor, floor, building, 101, 2, user, 20 + user, 1371713733]
+    return ",".join(str(v) for v in list(rssi) + meta)
+
+
+def _users_folder(root: Path, *, with_test: bool) -> Path:
+    """Users 1 and 2 cover every building-floor pair, user 3 only (0, 0) and (1, 1)."""
+    rng = np.random.default_rng(1)
+    folder = root / "UJIIndoorLoc"
+    folder.mkdir()
+    rows = [_user_row(rng, b, f, u) for u in (1, 2) for b in range(2) for f in range(2) for _ in range(5)]
+    rows += [_user_row(rng, 0, 0, 3) for _ in range(4)] + [_user_row(rng, 1, 1, 3) for _ in range(3)]
+    _write(folder / "trainingData.csv", rows)
+    if with_test:
+        _write(folder / "validationData.csv", [_user_row(rng, 1, 0, 0), _user_row(rng, 0, 1, 0)])
+    return folder
+
+
+def test_held_out_users_are_the_validation_split_and_nothing_of_theirs_is_trained_on(tmp_path):
+    _users_folder(tmp_path, with_test=True)
+    b = build_dataset("ujiindoorloc", root=tmp_path, val_split="held_out_users", val_users=[2, 3])
+    assert (len(b.train), len(b.val), len(b.test)) == (20, 27, 2)
+    # user 1's rows are exactly the training split (its coordinates encode building and floor)
+    assert sorted(b.train.labels["label"].tolist()) == sorted([0] * 5 + [1] * 5 + [2] * 5 + [3] * 5)
+    assert b.preprocessing().details["val_split"] == "held_out_users"
+    assert "users [2, 3]" in b.preprocessing().details["fitted_on"]
+    # what is fitted comes from the training users only: training on user 3 too moves the coordinate mean
+    with_user_3 = build_dataset("ujiindoorloc", root=tmp_path, val_split="held_out_users", val_users=[2])
+    assert with_user_3.model_kwargs["coord_mean"] != b.model_kwargs["coord_mean"]
+    assert len(with_user_3.train) == 27
+
+
+def test_validation_split_options_are_checked(tmp_path):
+    _users_folder(tmp_path, with_test=True)
+    with pytest.raises(EdgehalError, match="one of"):
+        build_dataset("ujiindoorloc", root=tmp_path, val_split="latest")
+    with pytest.raises(EdgehalError, match="no rows of user 7"):
+        build_dataset("ujiindoorloc", root=tmp_path, val_split="held_out_users", val_users=[2, 7])
+    with pytest.raises(EdgehalError, match="every row"):
+        build_dataset("ujiindoorloc", root=tmp_path, val_split="held_out_users", val_users=[1, 2, 3])
+    with pytest.raises(EdgehalError, match="no val_size"):
+        build_dataset("ujiindoorloc", root=tmp_path, val_split="held_out_users", val_size=10)
+    with pytest.raises(EdgehalError, match="val_users only"):
+        build_dataset("ujiindoorloc", root=tmp_path, val_users=[2])
+
+
+def test_the_published_split_holds_out_users_covering_every_building_floor():
+    from edgehal.data.ujiindoorloc import HELD_OUT_USERS
+
+    raw = read_uji_csv(_root() / "UJIIndoorLoc" / "trainingData.csv")
+    user = raw[:, COLUMNS.index("USERID")].astype(int)
+    pair = [tuple(p) for p in raw[:, [COLUMNS.index("BUILDINGID"), COLUMNS.index("FLOOR")]].astype(int).tolist()]
+    held = np.isin(user, HELD_OUT_USERS)
+    everything = set(pair)
+    assert len(everything) == 13
+    assert {p for p, h in zip(pair, held) if h} == everything      # validation sees every floor
+    assert {p for p, h in zip(pair, held) if not h} == everything  # and training still has every floor
+    assert int(held.sum()) == 5484
+
+
+def test_training_and_selection_never_open_the_test_file(tmp_path):
+    """A data folder without validationData.csv: selection (read_test=False) trains and scores; the final
+    evaluation (read_test=True) is what needs the file."""
+    from edgehal.checkpoint import load_checkpoint
+    from edgehal.config import load_config
+    from edgehal.train import train
+
+    _users_folder(tmp_path, with_test=False)
+    cfg = load_config(REPO / "models" / "configs" / "ujiindoorloc_hier.yaml", [
+        f"data.root={tmp_path}", "data.options.read_test=false", "data.options.val_users=[2]",
+        f"output_dir={tmp_path / 'run'}", "epochs=1", "batch_size=16", "model.hidden=[16]",
+        "model.branch_hidden=[8]", "model.coord_hidden=[8]"])
+    assert cfg.data.options["val_split"] == "held_out_users"   # the config's own split
+    ckpt = load_checkpoint(train(cfg, log=lambda _: None, progress=False))
+    val = ckpt.metrics["val"]["summary"]
+    assert val["count"] == 20 and 0.0 <= val["floor_hit_rate"] <= 100.0
+    assert ckpt.metrics["test"] == {"summary": {"count": 0}}
+    assert ckpt.preprocessing.details["test_file"].startswith("not read")
+    with pytest.raises(EdgehalError, match="file not found"):
+        build_dataset("ujiindoorloc", root=tmp_path, val_split="held_out_users", val_users=[2])

@@ -1,4 +1,6 @@
-"""The localization evaluator: hit rates, 2D errors and the IPIN penalised error, from the manifest alone."""
+"""The localization evaluator: hit rates, 2D and 3D errors and the IPIN penalised error, from the manifest alone."""
+
+import math
 
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ from edgehal.errors import EdgehalError
 from edgehal.manifest import Head, HeadManifest
 from edgehal.nets import create_model
 from edgehal.scoring import compute_metrics
-from edgehal.scoring.localization import localization_metrics
+from edgehal.scoring.localization import FLOOR_HEIGHT_M, localization_metrics
 
 FLOORS = [[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3, 4]]
 PAIRS = [(b, f) for b, fl in enumerate(FLOORS) for f in fl]
@@ -19,15 +21,16 @@ def _model():
                         coord_hidden=[16], dropout=0.0)
 
 
+def onehot(pairs):
+    z = np.full((len(pairs), len(PAIRS)), -5.0, dtype=np.float32)
+    for n, p in enumerate(pairs):
+        z[n, PAIRS.index(p)] = 0.0
+    return z
+
+
 def test_evaluator_arithmetic_on_a_hand_made_example():
     m = _model()
     man = m.manifest
-
-    def onehot(pairs):
-        z = np.full((len(pairs), len(PAIRS)), -5.0, dtype=np.float32)
-        for n, p in enumerate(pairs):
-            z[n, PAIRS.index(p)] = 0.0
-        return z
 
     truth_pairs = [(0, 1), (1, 2), (2, 4), (2, 0)]
     predicted = [(0, 1), (1, 0), (2, 3), (1, 0)]  # right; 2 floors off; 1 floor off; wrong building
@@ -66,3 +69,39 @@ def test_labels_without_coordinates_or_a_manifest_without_building_floors_are_re
                          heads=(Head(name="building_floor", kind="main", level=0, class_names=("a",)),))
     with pytest.raises(EdgehalError, match="has no building_floors"):
         localization_metrics(plain, outputs, {"label": np.array([0]), "coords": np.zeros((1, 2))})
+
+
+def test_each_published_definition_is_computed_on_its_own_subset_and_dimension():
+    man = _model().manifest
+    truth_pairs = [(0, 1), (1, 2), (2, 4), (2, 0), (0, 3)]
+    # right; 2 floors off; 1 floor off; wrong building but the right floor number; right
+    predicted = [(0, 1), (1, 0), (2, 3), (1, 0), (0, 3)]
+    coords_true = np.zeros((5, 2), dtype=np.float32)
+    coords_pred = np.array([[3, 4], [0, 0], [6, 8], [0, 1], [0, 2]], dtype=np.float32)  # 2D errors 5, 0, 10, 1, 2
+    outputs = {"building_floor": onehot(predicted), "coordinates": coords_pred}
+    labels = {"building": np.array([b for b, _ in truth_pairs]), "floor": np.array([f for _, f in truth_pairs]),
+              "coords": coords_true}
+    s = compute_metrics(man, outputs, labels)["summary"]
+    assert s["floor_hit_rate"] == 40.0                      # building and floor right: samples 0 and 4
+    assert s["floor_number_hit_rate"] == 60.0               # floor number right whatever the building: 0, 3, 4
+    assert s["mean_error_m"] == pytest.approx((5 + 0 + 10 + 1 + 2) / 5)   # all fingerprints
+    # only building-and-floor-right fingerprints (not the floor-number-right ones, which would give 8/3)
+    assert s["mean_error_2d_correct_floor_m"] == pytest.approx((5 + 2) / 2)
+    assert s["median_error_2d_correct_floor_m"] == pytest.approx(3.5)
+    assert s["correct_floor_count"] == 2
+    h = FLOOR_HEIGHT_M
+    assert h == s["floor_height_m"] == 3.7
+    # every fingerprint, the missed floors adding height: sqrt(2D^2 + (h * floors missed)^2)
+    want_3d = (5 + math.hypot(0, 2 * h) + math.hypot(10, h) + 1 + 2) / 5
+    assert s["mean_error_3d_m"] == pytest.approx(want_3d)
+    assert s["mean_error_3d_m"] > s["mean_error_m"]
+    # no fingerprint with building and floor right: the subset mean is undefined, not 0
+    wrong = compute_metrics(man, {"building_floor": onehot([(1, 0)]), "coordinates": coords_pred[:1]},
+                            {"building": np.array([0]), "floor": np.array([1]), "coords": coords_true[:1]})["summary"]
+    assert wrong["correct_floor_count"] == 0 and math.isnan(wrong["mean_error_2d_correct_floor_m"])
+
+
+def test_an_empty_split_scores_as_a_count_of_zero():
+    man = _model().manifest
+    empty = {"building": np.zeros(0, np.int64), "floor": np.zeros(0, np.int64), "coords": np.zeros((0, 2))}
+    assert compute_metrics(man, {}, empty) == {"summary": {"count": 0}}
