@@ -58,8 +58,11 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp16": Tolerance(max_error_diff=0.10, min_agreement=99.8),
     "int8": Tolerance(max_error_diff=0.50, min_agreement=99.0),
 }
-# Regression heads are judged by |output difference| alone, in their units (metres).
-REGRESSION_ATOL = {"fp32": 1e-4, "fp16": 0.5, "int8": 2.0}
+# Regression heads are judged by |output difference| alone, in their units (metres). FP32: 1 mm.
+# PyTorch fp32 is itself ~1e-4 m from an fp64 reference on UJIIndoorLoc's coordinates, and an
+# exporter that folds BatchNormalization into the next Gemm (the torch.export-based one does, as
+# TensorRT does) moves an output by a few 1e-4 m; a wrong input or weight moves it by metres.
+REGRESSION_ATOL = {"fp32": 1e-3, "fp16": 0.5, "int8": 2.0}
 
 #: Parsed ``--tolerance`` items: head name (None: every head) -> {criterion: value}.
 ToleranceOverrides = Mapping[str | None, Mapping[str, float]]

@@ -143,11 +143,11 @@ def _all_heads(make_run, manifest, *, where_shift: float, precision: str = "fp32
 
 
 def test_regression_head_is_judged_by_its_output_difference_in_its_units(make_run, manifest):
-    ok = _all_heads(make_run, manifest, where_shift=5e-5)
+    ok = _all_heads(make_run, manifest, where_shift=5e-4)
     assert ok and ok.head("where").agreement is None and ok.head("where").error is None
-    moved = _all_heads(make_run, manifest, where_shift=1e-3)
+    moved = _all_heads(make_run, manifest, where_shift=2e-3)
     assert not moved and [h.head for h in moved.heads if not h] == ["where"]
-    assert moved.head("where").failures == ["max abs diff 0.001 (> 0.0001)"]
+    assert moved.head("where").failures == ["max abs diff 0.002 (> 0.001)"]
     # int8 allows 2 m; a per-head override tightens one head and leaves the others at their default
     assert _all_heads(make_run, manifest, where_shift=1.0, precision="int8")
     tight = _all_heads(make_run, manifest, where_shift=1.0, precision="int8",
