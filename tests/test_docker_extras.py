@@ -43,7 +43,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -58,6 +57,8 @@ import tomllib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 import trt_test_models as tm  # noqa: E402
+
+from .serve.conftest import stop_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -267,13 +268,7 @@ def test_docker_extras_in_a_fresh_venv_serve_an_exported_repository(tmp_path):
             served = {o["name"]: np.asarray(o["data"], np.float32).reshape(o["shape"]) for o in reply["outputs"]}
             assert "listening on grpc://" in log_path.read_text(), log_path.read_text()
         finally:
-            if server.poll() is None:
-                server.send_signal(signal.SIGTERM)
-                try:
-                    server.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
+            stop_process(server, timeout=30)
     finally:
         shutil.rmtree(venv, ignore_errors=True)
 

@@ -68,8 +68,8 @@ from edgehal.serve.shared_memory import (
 log = logging.getLogger("edgehal.serve")
 
 # gRPC calls served at once (each holds a worker thread while the loop serves it); more are
-# refused with RESOURCE_EXHAUSTED. Well above the batchers' default queue length, so a full
-# queue still answers UNAVAILABLE first.
+# refused by grpc with RESOURCE_EXHAUSTED. Below the batchers' default queue length (256), so past
+# 128 concurrent gRPC calls a client sees RESOURCE_EXHAUSTED where HTTP would queue or answer 503.
 GRPC_WORKERS = 128
 
 # The typed ``InferTensorContents`` field of each datatype; FP16 and BF16 have none (raw only).

@@ -17,29 +17,11 @@ from edgehal.export.onnx import ExportOptions, export_module, export_onnx
 from edgehal.export.recurrent_onnx import translation_table
 from edgehal.nets.rnn import RecurrentLayer
 
+from ..nets.test_rnn_models import _LayerOutputs, _LayerWithState
+
 NATIVE = {"rnn": "RNN", "lstm": "LSTM", "peephole_lstm": "LSTM", "gru": "GRU"}
 CASES = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("peephole_lstm", "tanh"), ("gru", "tanh")]
 quiet = lambda _: None  # noqa: E731
-
-
-class _LayerOutputs(torch.nn.Module):
-    def __init__(self, layer: RecurrentLayer) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x):
-        y, state = self.layer(x)
-        return (y,) + tuple(state)
-
-
-class _LayerWithState(torch.nn.Module):
-    def __init__(self, layer: RecurrentLayer) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x, h0, c0=None):
-        y, state = self.layer(x, (h0, c0) if self.layer.num_states == 2 else (h0,))
-        return (y,) + tuple(state)
 
 
 def _layer(cell: str, activation: str = "tanh", *, input_size: int = 6, hidden: int = 10) -> RecurrentLayer:

@@ -96,7 +96,7 @@ class _LayerWithState(torch.nn.Module):
         super().__init__()
         self.layer = layer
 
-    def forward(self, x, h0, c0):
+    def forward(self, x, h0, c0=None):
         y, state = self.layer(x, (h0, c0) if self.layer.num_states == 2 else (h0,))
         return (y,) + tuple(state)
 
@@ -140,8 +140,8 @@ def test_classifier_exports_with_heads_and_matches(cell):
     dynamic = {"input": {0: "batch", 2: "rows"}, **{h: {0: "batch"} for h in heads}}
     data = _export(ExportWrapper(model, heads), torch.randint(0, 256, (2, 1, 28, 28)).float(), heads, dynamic)
     _check_graph(data, cell, layers=model.rnn.num_layers)
-    from edgehal.export.inspect import inspect_model
     from edgehal.export.graph import prune_outputs
+    from edgehal.export.inspect import inspect_model
 
     proto = onnx.load_from_string(data)
     for graph in (proto, prune_outputs(proto, ["logits"])):        # `edgehal inspect --target tensorrt`

@@ -217,13 +217,18 @@ def run_server(models: list[Path], log_dir: Path, *args: str, ready_timeout: flo
             time.sleep(0.05)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=20)
+
+
+def stop_process(proc: subprocess.Popen, *, timeout: float) -> None:
+    """SIGTERM a server still running (it drains and exits), then SIGKILL it after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @contextlib.contextmanager
