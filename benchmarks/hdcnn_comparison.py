@@ -1,23 +1,33 @@
-"""Baseline ResNet vs HAL Case1 vs HD-CNN (Case1 coarse classes) on MNIST, same budget.
+"""Baseline ResNet vs HAL Case1 vs HD-CNN (Case1 coarse classes), staged and joint, on MNIST, same budget.
 
 Baseline and HAL Case1 runs come from ``benchmarks/reproduce_hal.py`` (its saved
-results, same epochs and seeds); HD-CNN runs are trained here with the same
-budget (``mnist_hdcnn_case1_joint.yaml``: joint training, since a 2-epoch budget
-leaves no room for HD-CNN's three stages) and saved the same way, resumably.
-Then, for each model: test error (mean and spread over seeds), parameters,
-CPU latency from ``edgehal bench`` (seed-0 checkpoint, PyTorch eager and its
-ONNX export under onnxruntime, batch 1, one thread), and for HD-CNN the
-kept/pruned export with parity on the full test split, coarse/fine
-consistency included.
+results, same epochs and seeds). HD-CNN runs are trained here, one at a time,
+in two variants of the same architecture (the coarse component has its own
+residual stage, as each fine branch):
 
-    EDGEHAL_DATA=../shared/data python benchmarks/hdcnn_comparison.py --epochs 2 --seeds 0,1,2
+- ``staged`` (``mnist_hdcnn_case1.yaml``), as HD-CNN is published: the trunk
+  and fine branches on the branch loss, then the coarse component on the
+  coarse loss with everything else frozen, then everything on the whole loss;
+- ``joint`` (``mnist_hdcnn_case1_joint.yaml``): everything, every epoch.
+
+Each finished run is saved as ``<out>/hdcnn_<variant>_seed<k>.json`` (test error
+of every head, coarse/fine consistency, the fine errors split by whether the
+coarse prediction was also wrong, validation curve); an interrupted run
+resumes from its last epoch. Then ``comparison.md``/``.json`` and
+``errors.png`` are written from the saved files only, and the first seed's
+staged model is exported kept and pruned and checked with parity on the full
+test split.
+
+    EDGEHAL_DATA=../shared/data python benchmarks/hdcnn_comparison.py --epochs 10 --seeds 0,1,2 \\
+        --hal-results benchmarks/results/hal_mnist_10ep --out-dir benchmarks/results/hdcnn_mnist_10ep \\
+        --runs-dir runs/hdcnn_mnist_10ep
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,32 +37,58 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+VARIANTS = {"staged": "models/configs/mnist_hdcnn_case1.yaml", "joint": "models/configs/mnist_hdcnn_case1_joint.yaml"}
+RESULT_FORMAT = "edgehal-hdcnn-run/2"
+
 
 def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def train_hdcnn(seed: int, epochs: int, threads: int, runs: Path, results: Path) -> dict:
-    out = results / f"hdcnn_case1_seed{seed}.json"
-    if out.is_file():
-        log(f"hdcnn seed {seed}: done already ({out})")
-        return json.loads(out.read_text())
-    run_dir = runs / f"hdcnn_case1_seed{seed}"
-    argv = ["edgehal", "train", "models/configs/mnist_hdcnn_case1_joint.yaml", "--set", f"seed={seed}",
-            "--set", f"epochs={epochs}", "--set", f"threads={threads}", "--output-dir", str(run_dir)]
-    log("$ " + " ".join(argv))
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "edgehal.cli", *argv[1:]], check=True, cwd=REPO)
+def config_epochs(variant: str) -> int:
+    from edgehal.config import load_config
+
+    return load_config(REPO / VARIANTS[variant]).train.epochs
+
+
+def train_hdcnn(variant: str, seed: int, epochs: int, threads: int, runs: Path, results: Path,
+                limit: int | None = None) -> dict:
+    """Train (or resume, or read back) one HD-CNN run; return its saved result."""
     from edgehal.checkpoint import load_checkpoint
     from edgehal.fileio import atomic_write_text
 
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    out = results / f"hdcnn_{variant}_seed{seed}.json"
+    if out.is_file():
+        log(f"hdcnn {variant} seed {seed}: done already ({out})")
+        return json.loads(out.read_text())
+    run_dir = runs / f"hdcnn_{variant}_seed{seed}"
+    argv = ["edgehal", "train", VARIANTS[variant], "--set", f"seed={seed}", "--set", f"threads={threads}",
+            "--output-dir", str(run_dir)]
+    if variant == "joint":  # the staged config's stages fix its epochs; the joint one takes the budget
+        argv[3:3] = ["--set", f"epochs={epochs}"]
+    if limit:
+        argv[3:3] = ["--set", f"data.limit={limit}"]
+    ckpt_path = run_dir / "checkpoint.pt"
+    done = int(load_checkpoint(ckpt_path).payload.get("training", {}).get("epoch", 0)) if ckpt_path.is_file() else 0
+    resume = ["--resume", str(ckpt_path)] if 0 < done < epochs else []
+    log("$ " + " ".join(argv + resume) + (f"   (resuming after epoch {done})" if resume else ""))
+    t0 = time.perf_counter()
+    if done < epochs or "test" not in load_checkpoint(ckpt_path).metrics:
+        subprocess.run([sys.executable, "-m", "edgehal.cli", *argv[1:], *resume], check=True, cwd=REPO)
+    ckpt = load_checkpoint(ckpt_path)
     test = ckpt.metrics["test"]
-    result = {"model": "hdcnn_case1", "seed": seed, "epochs": epochs, "command": " ".join(argv),
+    result = {"format": RESULT_FORMAT, "model": "hdcnn_case1", "variant": variant, "seed": seed, "epochs": epochs,
+              "limit": limit,
+              "config": VARIANTS[variant], "command": " ".join(argv),
+              "stages": ckpt.payload["config"]["train"].get("stages", []),
               "test_error_percent": {h: m["error_rate"] for h, m in test.items()
-                                     if isinstance(m, dict) and "error_rate" in m},
+                                     if h != "summary" and isinstance(m, dict) and "error_rate" in m},
               "coarse_fine_consistency": test.get("coarse_fine_consistency"),
-              "checkpoint": str(run_dir / "checkpoint.pt"), "wall_seconds": time.perf_counter() - t0}
+              "fine_error_sources": test.get("fine_error_sources"),
+              "val_curve": [{"epoch": h["epoch"], "val_error_percent": h["val"]["fine"]["error_rate"]}
+                            for h in ckpt.payload.get("history", [])],
+              "checkpoint": str(ckpt_path), "wall_seconds": time.perf_counter() - t0,
+              "resumed_from_epoch": done or None}
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     return result
 
@@ -71,85 +107,175 @@ def hal_runs(hal_results: Path, case: str, seeds: list[int], epochs: int) -> lis
     return runs
 
 
-def latency(checkpoint: Path, work: Path, name: str) -> dict:
-    from edgehal.bench import BenchOptions, run_bench
-    from edgehal.export.onnx import ExportOptions, export_onnx
+def parameters(config: str, overrides: list[str] = ()) -> int:
+    from edgehal.config import load_config
+    from edgehal.nets import create_model
 
-    onnx_path = work / f"{name}.onnx"
-    export_onnx(checkpoint, onnx_path, options=ExportOptions(aux="prune"), log=lambda _: None)
-    opts = BenchOptions(backends=("torch", "ort-cpu"), batch_sizes=(1,), threads=1, min_seconds=3.0)
-    report = run_bench([checkpoint, onnx_path], opts, progress=False)
-    return {r.backend: {"median_ms": r.stats.median_ms, "p99_ms": r.stats.p99_ms,
-                        "stable": r.stability.stable} for r in report.results}
+    cfg = load_config(REPO / config, list(overrides))
+    kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
+    return sum(p.numel() for p in create_model(cfg.model["name"], **kwargs).parameters())
+
+
+def _spread(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def summarize(models: dict[str, list[dict]], seeds: list[int], epochs: int) -> list[dict]:
+    """One row per model from the saved runs: main error over seeds and, for HD-CNN, where it comes from."""
+    main_head = {"baseline": "logits", "hal_case1": "logits"}
+    configs = {"baseline": "models/configs/mnist_baseline.yaml", "hal_case1": "models/configs/mnist_hal_case1.yaml",
+               **{f"hdcnn_{v}": c for v, c in VARIANTS.items()}}
+    rows = []
+    for name, runs in models.items():
+        head = main_head.get(name, "fine")
+        errors = [r["test_error_percent"][head] for r in runs]
+        row = {"model": name, "seeds": [r["seed"] for r in runs], "epochs": epochs, "test_error_percent": errors,
+               **_spread(errors), "parameters": parameters(configs[name]), "sources": [r.get("_file") for r in runs]}
+        if name.startswith("hdcnn_"):
+            heads = sorted({h for r in runs for h in r["test_error_percent"] if h not in ("fine", "summary")})
+            row["head_error_percent"] = {h: _spread([r["test_error_percent"][h] for r in runs]) for h in heads}
+            row["consistency_percent"] = _spread([r["coarse_fine_consistency"]["consistency_rate"] for r in runs])
+            row["fine_error_sources"] = {k: _spread([r["fine_error_sources"][k] for r in runs])
+                                         for k in ("coarse_wrong", "coarse_right")}
+        rows.append(row)
+    return rows
+
+
+def _ms(s: dict) -> str:
+    return "–" if s["mean"] is None else f"{s['mean']:.2f}" + ("" if s["std"] is None else f" ± {s['std']:.2f}")
+
+
+def markdown(rows: list[dict], seeds: list[int], epochs: int, parity: dict | None) -> str:
+    lines = [f"# MNIST: baseline vs HAL Case1 vs HD-CNN (Case1 coarse classes), staged and joint, {epochs} epochs, "
+             f"seeds {','.join(map(str, seeds))}", "",
+             "Test error (%) of the main head, mean ± sample standard deviation over seeds.", "",
+             "| model | test error % | per seed | parameters |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {_ms(r)} | {', '.join(f'{e:.2f}' for e in r['test_error_percent'])} | "
+                     f"{r['parameters']:,} |")
+    hd = [r for r in rows if r["model"].startswith("hdcnn_")]
+    if hd:
+        heads = sorted({h for r in hd for h in r["head_error_percent"]})
+        lines += ["", "Where HD-CNN's error comes from (% of the 10,000 test images unless noted; mean ± std over seeds). "
+                  "`coarse`: superclass error; `fine_b<k>`: branch k's error on its own superclass's images; "
+                  "fine errors split by whether the coarse prediction was wrong too; consistency: the coarse "
+                  "prediction is the superclass of the fine one.", "",
+                  "| model | fine | " + " | ".join(heads) + " | fine error, coarse wrong | fine error, coarse right "
+                  "| coarse/fine consistency |", "| --- " * (len(heads) + 5) + "|"]
+        for r in hd:
+            lines.append(f"| {r['model']} | {_ms(r)} | " + " | ".join(_ms(r["head_error_percent"][h]) for h in heads)
+                         + f" | {_ms(r['fine_error_sources']['coarse_wrong'])} | "
+                         f"{_ms(r['fine_error_sources']['coarse_right'])} | {_ms(r['consistency_percent'])} |")
+    if parity:
+        lines += ["", f"HD-CNN ({parity['model']}, seed {seeds[0]}) exported kept and pruned: parity "
+                      f"{'PASS' if parity['passed'] else 'FAIL'} on the full test split ({parity['report']})."]
+    sources = [s for r in rows for s in r["sources"] if s]
+    lines += ["", "Every number comes from the result files: " + ", ".join(f"`{s}`" for s in sources) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, epochs: int) -> None:
+    """Main error per model (per-seed dots); HD-CNN's bars split by where the fine error comes from."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from edgehal.fileio import atomic_write_with
+
+    fig = Figure(figsize=(7.5, 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for x, r in enumerate(rows):
+        if "fine_error_sources" in r:
+            wrong, right = (r["fine_error_sources"][k]["mean"] for k in ("coarse_wrong", "coarse_right"))
+            ax.bar(x, wrong, 0.6, color="tab:red", alpha=0.7, label="coarse also wrong" if x == len(rows) - 2 else None)
+            ax.bar(x, right, 0.6, bottom=wrong, color="tab:orange", alpha=0.7,
+                   label="coarse right (a branch's error)" if x == len(rows) - 2 else None)
+        else:
+            ax.bar(x, r["mean"], 0.6, color="tab:blue", alpha=0.7)
+        ax.scatter([x] * len(r["test_error_percent"]), r["test_error_percent"], color="black", s=12, zorder=3)
+        ax.annotate(f"{r['mean']:.2f}", (x, max(r["test_error_percent"])), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=8)
+    ax.set_xticks(range(len(rows)), [r["model"] for r in rows])
+    ax.set_ylabel("test error (%)")
+    ax.set_title(f"MNIST, {epochs} epochs: main-head test error (bars: mean; dots: seeds)", fontsize=9)
+    ax.margins(y=0.15)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def main() -> None:
     os.chdir(REPO)  # every path below, and in the saved results, is relative to the repository
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2", help="seeds (default: 0,1,2)")
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per run, as the HAL runs (default: 2)")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs per run, as the HAL runs (default: 10)")
+    ap.add_argument("--variants", default="staged,joint", help="HD-CNN variants: staged, joint (default: both)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training (default: 2)")
-    ap.add_argument("--hal-results", type=Path, default=Path("benchmarks/results/hal_mnist"),
-                    help="reproduce_hal.py results (default: benchmarks/results/hal_mnist)")
-    ap.add_argument("--out-dir", type=Path, default=Path("benchmarks/results/hdcnn_comparison"),
-                    help="results (default: benchmarks/results/hdcnn_comparison)")
-    ap.add_argument("--runs-dir", type=Path, default=Path("runs/hdcnn_mnist"),
-                    help="checkpoints, ignored by git (default: runs/hdcnn_mnist)")
+    ap.add_argument("--hal-results", type=Path, default=Path("benchmarks/results/hal_mnist_10ep"),
+                    help="reproduce_hal.py results (default: benchmarks/results/hal_mnist_10ep)")
+    ap.add_argument("--out-dir", type=Path, default=Path("benchmarks/results/hdcnn_mnist_10ep"),
+                    help="results (default: benchmarks/results/hdcnn_mnist_10ep)")
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs/hdcnn_mnist_10ep"),
+                    help="checkpoints, ignored by git (default: runs/hdcnn_mnist_10ep)")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="samples per split, for a smoke test (results then belong in another --out-dir)")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="train nothing: rebuild the table and plot from the saved runs (missing ones are left out)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise SystemExit(f"--variants {bad}: unknown; expected some of {sorted(VARIANTS)}")
+    if "staged" in variants and config_epochs("staged") != args.epochs:
+        raise SystemExit(f"--epochs {args.epochs}: the staged config's stages add up to {config_epochs('staged')} "
+                         f"epochs ({VARIANTS['staged']}); change its stages or pass --epochs "
+                         f"{config_epochs('staged')}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
-    from edgehal.checkpoint import load_checkpoint
     from edgehal.fileio import atomic_write_text
-    from edgehal.parity import run_parity, write_reports
 
+    hd: dict[str, list[dict]] = {}
+    for variant in variants:
+        for seed in seeds:
+            path = args.out_dir / f"hdcnn_{variant}_seed{seed}.json"
+            if args.summary_only and not path.is_file():
+                log(f"hdcnn {variant} seed {seed}: not run yet, left out")
+                continue
+            r = train_hdcnn(variant, seed, args.epochs, args.threads, args.runs_dir, args.out_dir, args.limit)
+            r["_file"] = str(path)
+            hd.setdefault(f"hdcnn_{variant}", []).append(r)
     models = {"baseline": hal_runs(args.hal_results, "baseline", seeds, args.epochs),
-              "hal_case1": hal_runs(args.hal_results, "case1", seeds, args.epochs),
-              "hdcnn_case1": [train_hdcnn(s, args.epochs, args.threads, args.runs_dir, args.out_dir)
-                              for s in seeds]}
-    main_head = {"baseline": "logits", "hal_case1": "logits", "hdcnn_case1": "fine"}
-    work = args.runs_dir / "onnx"
-    work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name, runs in models.items():
-        errors = [r["test_error_percent"][main_head[name]] for r in runs]
-        ckpt_path = Path(runs[0]["checkpoint"])
-        model = load_checkpoint(ckpt_path).build_model()
-        log(f"{name}: benchmarking {ckpt_path}")
-        row = {"model": name, "seeds": seeds, "epochs": args.epochs, "test_error_percent": errors,
-               "mean": statistics.mean(errors), "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
-               "parameters": sum(p.numel() for p in model.parameters()),
-               "latency_batch1_threads1": latency(ckpt_path, work, name)}
-        if name == "hdcnn_case1":
-            row["coarse_fine_consistency"] = [r.get("coarse_fine_consistency") for r in runs]
-            keep, prune = work / "hdcnn.keep.onnx", work / "hdcnn.prune.onnx"
-            from edgehal.export.onnx import ExportOptions, export_onnx
-            export_onnx(ckpt_path, keep, options=ExportOptions(aux="keep"), log=log)
-            export_onnx(ckpt_path, prune, options=ExportOptions(aux="prune"), log=log)
-            rep = run_parity(ckpt_path, [keep, prune], log=log)
-            write_reports(rep, args.out_dir / "hdcnn_parity")
-            row["parity"] = {"passed": rep.passed, "report": "hdcnn_parity/parity.md"}
-        rows.append(row)
+              "hal_case1": hal_runs(args.hal_results, "case1", seeds, args.epochs), **hd}
+    for name in ("baseline", "hal_case1"):
+        for r in models[name]:
+            r["_file"] = str(args.hal_results / f"{r['case']}_seed{r['seed']}.json")
+    rows = summarize(models, seeds, args.epochs)
 
-    lines = [f"# MNIST: baseline vs HAL Case1 vs HD-CNN (Case1 coarse classes), {args.epochs} epochs, "
-             f"seeds {args.seeds}", "",
-             "| model | test error % (mean ± std) | per seed | parameters | PyTorch ms (b1, 1 thread) "
-             "| onnxruntime ms (b1, 1 thread) |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        lat = r["latency_batch1_threads1"]
-        lines.append(f"| {r['model']} | {r['mean']:.2f} ± {r['std']:.2f} | "
-                     f"{', '.join(f'{e:.2f}' for e in r['test_error_percent'])} | {r['parameters']:,} | "
-                     f"{lat['torch']['median_ms']:.3f} | {lat['ort-cpu']['median_ms']:.3f} |")
-    hd = rows[-1]
-    cons = [c["consistency_rate"] for c in hd["coarse_fine_consistency"] if c]
-    if cons:
-        lines += ["", f"HD-CNN coarse/fine consistency (the coarse head's prediction equals the superclass of "
-                      f"the fine prediction), per seed: {', '.join(f'{c:.2f}%' for c in cons)}."]
-    lines += [f"HD-CNN seed {seeds[0]} exported kept and pruned: parity "
-              f"{'PASS' if hd['parity']['passed'] else 'FAIL'} on the full test split ({hd['parity']['report']})."]
-    atomic_write_text(args.out_dir / "comparison.md", "\n".join(lines) + "\n")
-    atomic_write_text(args.out_dir / "comparison.json", json.dumps(rows, indent=2) + "\n")
-    log("\n".join(lines))
+    parity = None
+    staged = hd.get("hdcnn_staged", [])
+    first = next((r for r in staged if r["seed"] == seeds[0]), None)
+    if first and Path(first["checkpoint"]).is_file():
+        from edgehal.export.onnx import ExportOptions, export_onnx
+        from edgehal.parity import run_parity, write_reports
+
+        work = args.runs_dir / "onnx"
+        work.mkdir(parents=True, exist_ok=True)
+        ckpt = Path(first["checkpoint"])
+        keep, prune = work / "hdcnn_staged.keep.onnx", work / "hdcnn_staged.prune.onnx"
+        export_onnx(ckpt, keep, options=ExportOptions(aux="keep"), log=log)
+        export_onnx(ckpt, prune, options=ExportOptions(aux="prune"), log=log)
+        rep = run_parity(ckpt, [keep, prune], log=log)
+        write_reports(rep, args.out_dir / "hdcnn_parity")
+        parity = {"model": "hdcnn_staged", "passed": rep.passed, "report": "hdcnn_parity/parity.md"}
+
+    text = markdown(rows, seeds, args.epochs, parity)
+    atomic_write_text(args.out_dir / "comparison.md", text)
+    atomic_write_text(args.out_dir / "comparison.json",
+                      json.dumps({"rows": rows, "parity": parity}, indent=2) + "\n")
+    plot(rows, args.out_dir / "errors.png", args.epochs)
+    log(text)
 
 
 if __name__ == "__main__":

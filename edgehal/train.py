@@ -81,36 +81,47 @@ def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
 
 @dataclass(frozen=True)
 class Stage:
-    """``epochs`` epochs training only the parameters whose names start with a prefix in ``train``."""
+    """``epochs`` epochs training only the parameters whose names start with a prefix in ``train``,
+    on the loss terms named in ``loss`` (empty: the model's whole loss)."""
 
     first_epoch: int
     epochs: int
     train: tuple[str, ...]
     lr: float
+    loss: tuple[str, ...] = ()
+
+
+STAGE_KEYS = ("epochs", "train", "lr", "loss")
 
 
 def parse_stages(cfg: Config, *, world: int = 1) -> list[Stage]:
-    """``train.stages`` checked before any work: ``[{epochs, train: [prefixes] | 'all', lr?}, ...]``.
+    """``train.stages`` checked before any work: ``[{epochs, train: [prefixes] | 'all', lr?, loss?}, ...]``.
 
     Empty means joint training (every parameter, every epoch). The stages'
     epochs must add up to ``train.epochs``, so a resumed run lands in its stage.
+    ``loss`` names the terms of the model's loss that count in the stage (for
+    HD-CNN: ``fine``, ``coarse``, ``branches``), so that a stage pretraining the
+    trunk is not pushed by a head that is still random.
     """
     t = cfg.train
     stages, first = [], 0
     for i, raw in enumerate(t.stages):
         what = f"train.stages[{i}]"
-        if not isinstance(raw, dict) or set(raw) - {"epochs", "train", "lr"} or "epochs" not in raw:
-            raise EdgehalError(what, f"is {raw!r}",
-                               "{epochs: N, train: [parameter-name prefixes] or all, lr: optional}")
+        if not isinstance(raw, dict) or set(raw) - set(STAGE_KEYS) or "epochs" not in raw:
+            raise EdgehalError(what, f"is {raw!r}", "{epochs: N, train: [parameter-name prefixes] or all, "
+                                                    "lr: optional, loss: [loss terms], optional}")
         epochs, names, lr = raw["epochs"], raw.get("train", "all"), raw.get("lr", t.lr)
         names = [names] if isinstance(names, str) else names
+        terms = raw.get("loss", [])
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise EdgehalError(f"{what}.epochs", f"is {epochs!r}", "an integer >= 1")
         if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
             raise EdgehalError(f"{what}.train", f"is {raw.get('train')!r}", "a list of parameter-name prefixes, or all")
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
             raise EdgehalError(f"{what}.lr", f"is {lr!r}", "a positive learning rate")
-        stages.append(Stage(first, epochs, tuple(names), float(lr)))
+        if not isinstance(terms, list) or not all(isinstance(n, str) and n for n in terms):
+            raise EdgehalError(f"{what}.loss", f"is {terms!r}", "a list of the model's loss terms")
+        stages.append(Stage(first, epochs, tuple(names), float(lr), tuple(terms)))
         first += epochs
     if stages and world > 1:
         raise EdgehalError("train.stages", f"are set for {world} processes",
@@ -121,31 +132,55 @@ def parse_stages(cfg: Config, *, world: int = 1) -> list[Stage]:
     return stages
 
 
-def check_stage_prefixes(model: nn.Module, stages: list[Stage]) -> None:
-    """Refuse a prefix that names no parameter (a typo would silently freeze everything)."""
+def check_stages(model: nn.Module, stages: list[Stage]) -> None:
+    """Refuse a prefix that names no parameter (a typo would silently freeze everything) and a loss
+    term the model does not have."""
     names = [n for n, _ in model.named_parameters()]
+    terms = tuple(getattr(model, "loss_terms", ()))
     for i, stage in enumerate(stages):
         for prefix in stage.train:
             if prefix != "all" and not any(n == prefix or n.startswith(prefix + ".") for n in names):
                 tops = sorted({".".join(n.split(".")[:2]) for n in names} | {"all"})[:12]
                 raise EdgehalError(f"train.stages[{i}].train", f"prefix {prefix!r} names no parameter",
                                    f"a prefix of the model's parameter names, e.g. {tops}")
+        unknown = [term for term in stage.loss if term not in terms]
+        if unknown:
+            raise EdgehalError(f"train.stages[{i}].loss", f"names {unknown}, which {type(model).__name__}'s "
+                               "loss does not have",
+                               f"some of {list(terms)}" if terms else
+                               "no loss key: this model's loss has no named terms to choose from")
 
 
-def apply_stage(model: nn.Module, stages: list[Stage], epoch: int, cfg: Config) -> tuple[int, int, float]:
-    """Freeze every parameter outside ``epoch``'s stage; return (first epoch, epochs, lr) of its schedule.
+def apply_stage(model: nn.Module, stages: list[Stage], epoch: int, cfg: Config) -> Stage:
+    """Freeze every parameter outside ``epoch``'s stage and return that stage.
 
     Frozen parameters get no gradient, so the optimiser skips them (no update,
-    no weight decay); batch-norm running statistics still follow the data.
-    Without stages: (0, train.epochs, train.lr) and everything trains.
+    no weight decay). Without stages: one stage of ``train.epochs`` at
+    ``train.lr`` in which everything trains on the whole loss.
     """
     stage = next((s for s in stages if s.first_epoch <= epoch < s.first_epoch + s.epochs), None)
     if stage is None:
-        return 0, cfg.train.epochs, cfg.train.lr
+        return Stage(0, cfg.train.epochs, ("all",), cfg.train.lr)
     for name, p in model.named_parameters():
         p.requires_grad_("all" in stage.train or any(name == pre or name.startswith(pre + ".")
                                                       for pre in stage.train))
-    return stage.first_epoch, stage.epochs, stage.lr
+    return stage
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def hold_frozen_batch_norms(model: nn.Module) -> None:
+    """Put every batch norm whose parameters are all frozen in eval mode, after ``model.train()``.
+
+    A frozen part is then frozen whole: its running statistics stay those it
+    was trained with, instead of following features from layers that now train
+    (or, for a frozen trunk, drifting while the head above it learns).
+    """
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if isinstance(module, BATCH_NORMS) and params and not any(p.requires_grad for p in params):
+            module.eval()
 
 
 def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
@@ -168,7 +203,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
     model = model.to(device)
     manifest = model.manifest
     optimizer = _optimizer(cfg, model)
-    check_stage_prefixes(model, stages)
+    check_stages(model, stages)
     amp = (device.type == "cuda") if t.amp is None else bool(t.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
@@ -202,8 +237,11 @@ def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
     val = data.val if len(data.val) else data.test
 
     for epoch in range(start_epoch, t.epochs):
-        stage_first, stage_epochs, stage_lr = apply_stage(model, stages, epoch, cfg)
+        stage = apply_stage(model, stages, epoch, cfg)
         train_model.train()
+        if stages:
+            hold_frozen_batch_norms(model)
+        loss_terms = {"terms": stage.loss} if stage.loss else {}
         # Same permutation on every rank (seeded by epoch), each rank takes its stride.
         gen.manual_seed(t.seed * 1000 + epoch)
         perm = torch.randperm(n, generator=gen)[dist_info.rank::dist_info.world]
@@ -211,8 +249,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
         bar = tqdm(total=len(perm), desc=f"epoch {epoch + 1}/{t.epochs}", unit="img",
                    disable=not show if show is not None else None, leave=False, dynamic_ncols=True)
         for i in range(0, len(perm), per_rank):
-            step = (epoch - stage_first) * steps_per_epoch + i // per_rank
-            lr = _lr_at(step, steps_per_epoch * stage_epochs, warmup, stage_lr, t.schedule)
+            step = (epoch - stage.first_epoch) * steps_per_epoch + i // per_rank
+            lr = _lr_at(step, steps_per_epoch * stage.epochs, warmup, stage.lr, t.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = data.train.subset(perm[i:i + per_rank])
@@ -223,7 +261,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, log: Log = print,
             labels = {k: v.to(device, non_blocking=True) for k, v in batch.labels.items()}
             with torch.autocast(device.type, enabled=amp):
                 outputs = train_model(x)
-                loss, _ = model.loss(outputs, labels, aux_weight=t.aux_weight)
+                loss, _ = model.loss(outputs, labels, aux_weight=t.aux_weight, **loss_terms)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

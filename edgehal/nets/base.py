@@ -39,6 +39,8 @@ class EdgehalModel(nn.Module):
     """Base class: subclasses set ``self.manifest`` and implement the two halves."""
 
     manifest: HeadManifest
+    # Names of the terms ``loss`` can be restricted to (``terms=``), for staged training; empty: one loss.
+    loss_terms: tuple[str, ...] = ()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

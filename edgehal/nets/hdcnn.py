@@ -14,12 +14,19 @@ argmax is the prediction, softmax gives them back as probabilities); aux
 outputs feed ``fine``, so pruning them at export removes outputs only. They
 are scored by ``edgehal.scoring.hdcnn``, named in the manifest.
 
-Training (``train.stages``, see ``edgehal.train``): HD-CNN trains the trunk and
-fine branches, then the coarse component, then fine-tunes everything; or all
-jointly. The loss is NLL(fine) + aux_weight * CE(coarse) + branch_weight * NLL
-of each sample under its true superclass's branch (a fine component learns
-from its own coarse category, as in HD-CNN's pretraining of fine components);
-with ``combine: hard`` the NLL(fine) term is left out (see ``HDCNN.loss``).
+The coarse component is a pooled-feature MLP (``coarse_stages: 0``) or, with
+``coarse_stages: N``, has its own copy of the last N residual stages, as a fine
+branch does, so that it is not the weakest part of the model.
+
+Training (``train.stages``, see ``edgehal.train``): HD-CNN pretrains the trunk
+and fine branches on the branch loss only, trains the coarse component on the
+coarse loss with the trunk frozen, then fine-tunes everything; or all jointly.
+The loss is NLL(fine) + aux_weight * CE(coarse) + branch_weight * NLL of each
+sample under its true superclass's branch (a fine component learns from its
+own coarse category, as in HD-CNN's pretraining of fine components); with
+``combine: hard`` the NLL(fine) term is left out (see ``HDCNN.loss``). A stage
+names the terms it trains on (``loss: [branches]``): the pretraining stage must
+not push the trunk through a coarse component that is still random.
 """
 
 from __future__ import annotations
@@ -70,11 +77,13 @@ class ConvBranch(nn.Module):
 class HDCNN(EdgehalModel):
     """Shared trunk + hierarchical head (coarse component, fine branches, combination rule)."""
 
+    loss_terms = ("fine", "coarse", "branches")
+
     def __init__(self, *, manifest: HeadManifest, in_channels: int, widths: Sequence[int],
                  blocks: Sequence[int], strides: Sequence[int], branch_stages: int,
                  groups: Sequence[Sequence[int]], num_classes: int, branch_classes: str, combine: str,
                  coarse_hidden: int, branch_hidden: int, mean: Sequence[float], std: Sequence[float],
-                 dropout: float, branch_weight: float) -> None:
+                 dropout: float, branch_weight: float, coarse_stages: int = 0) -> None:
         super().__init__()
         self.manifest = manifest
         self.normalize = InputNormalization(mean=mean, std=std, scale=1.0 / 255.0)
@@ -85,9 +94,10 @@ class HDCNN(EdgehalModel):
         self.groups = [list(g) for g in groups]
         own = branch_classes == "group"
         tail = dict(widths=widths[cut:], blocks=blocks[cut:], strides=strides[cut:])
+        coarse_tail = {k: v[:coarse_stages] for k, v in tail.items()}
         self.head = HierarchicalHead(
-            coarse=ConvBranch(cin=d, widths=(), blocks=(), strides=(), num_outputs=len(groups),
-                              hidden=coarse_hidden, dropout=dropout),
+            coarse=ConvBranch(cin=d, **coarse_tail, num_outputs=len(groups), hidden=coarse_hidden,
+                              dropout=dropout),
             branches=[ConvBranch(cin=d, **tail, num_outputs=len(g) if own else num_classes,
                                  hidden=branch_hidden, dropout=dropout) for g in groups],
             combine=combine, num_fine=num_classes, branch_classes=self.groups if own else None)
@@ -106,15 +116,20 @@ class HDCNN(EdgehalModel):
         return {head.name: out[head.name] for head in self.manifest.heads}
 
     def loss(self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], *,
-             aux_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+             aux_weight: float, terms: Sequence[str] = loss_terms) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted sum of the ``terms`` asked for (all by default); every term is reported."""
         y = labels["label"]
         coarse_y = self.coarse_of[y]
         nll = nn.functional.nll_loss(outputs["fine"].float(), y)
         ce = nn.functional.cross_entropy(outputs["coarse"].float(), coarse_y)
         scores = self.head.scores([outputs[f"fine_b{k}"].float() for k in range(len(self.groups))])
         branch = routed_nll(scores, coarse_y, y)
-        total = aux_weight * ce + self.branch_weight * branch
-        if self.head.combine == "weighted":
+        total = nll.new_zeros(())
+        if "coarse" in terms:
+            total = total + aux_weight * ce
+        if "branches" in terms:
+            total = total + self.branch_weight * branch
+        if "fine" in terms and self.head.combine == "weighted":
             # Under hard routing the combined output has no gradient to the coarse component and a
             # constant IMPOSSIBLE log-probability when it routes wrongly: the two terms above train it.
             total = total + nll
@@ -127,11 +142,14 @@ def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[
           std: Sequence[float] | None = None, preset: str | None = None, widths: Sequence[int] | None = None,
           blocks: Sequence[int] | None = None, strides: Sequence[int] | None = None, branch_stages: int = 1,
           combine: str = "weighted", branch_classes: str = "all", coarse_hidden: int = 64,
-          branch_hidden: int = 0, dropout: float = 0.0, branch_weight: float = 1.0) -> HDCNN:
+          branch_hidden: int = 0, dropout: float = 0.0, branch_weight: float = 1.0,
+          coarse_stages: int = 0) -> HDCNN:
     """An HD-CNN with the superclasses of ``case`` (``case1``..``case4`` or a mapping file) as coarse classes.
 
     ``branch_stages`` of the preset's residual stages are copied into every
-    fine branch (0: branches are linear heads on the shared trunk).
+    fine branch (0: branches are linear heads on the shared trunk);
+    ``coarse_stages`` (0..branch_stages) of them into the coarse component
+    (0: an MLP with ``coarse_hidden`` units on the pooled trunk features).
     ``combine``: ``weighted`` (HD-CNN) or ``hard``. ``branch_classes``: ``all``
     (a branch scores every class, as in HD-CNN) or ``group`` (only its
     superclass's classes). ``preset`` defaults to ``dataset``. ``class_names``
@@ -152,6 +170,9 @@ def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[
     if not 0 <= branch_stages < len(w):
         raise EdgehalError("model.branch_stages", f"is {branch_stages}",
                            f"0..{len(w) - 1} (the trunk keeps at least one of the {len(w)} stages)")
+    if not 0 <= coarse_stages <= branch_stages:
+        raise EdgehalError("model.coarse_stages", f"is {coarse_stages}",
+                           f"0..{branch_stages} (at most the branch_stages the trunk leaves to the head)")
     shape = input_shape_for(dataset=dataset, input_shape=input_shape)
     names = class_names_for(dataset=dataset, class_names=class_names)
     sc = get_case(dataset, case, num_classes=len(names), class_names=names)
@@ -163,7 +184,8 @@ def hdcnn(*, dataset: str = "mnist", case: str = "case1", class_names: Sequence[
     return HDCNN(manifest=manifest, in_channels=c, widths=w, blocks=b, strides=s, branch_stages=branch_stages,
                  groups=sc.groups, num_classes=len(names), branch_classes=branch_classes, combine=combine,
                  coarse_hidden=coarse_hidden, branch_hidden=branch_hidden, mean=tuple(mean or [0.5] * c),
-                 std=tuple(std or [0.5] * c), dropout=dropout, branch_weight=branch_weight)
+                 std=tuple(std or [0.5] * c), dropout=dropout, branch_weight=branch_weight,
+                 coarse_stages=coarse_stages)
 
 
 def hdcnn_manifest(*, model: str, dataset: str, case: SuperclassCase, class_names: Sequence[str],

@@ -26,6 +26,8 @@ def hdcnn_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndarray],
     rate of branch k on the samples of superclass k (what it is trained for).
     ``coarse_fine_consistency`` (when the coarse output is present): the share
     of samples whose coarse prediction is the superclass of the fine prediction.
+    ``fine_error_sources``: the fine error rate split by whether the coarse
+    prediction was also wrong, which shows where the model's mistakes come from.
     """
     y = np.asarray(labels["label"])
     c2f = manifest.coarse_to_fine
@@ -42,6 +44,10 @@ def hdcnn_metrics(manifest: HeadManifest, outputs: Mapping[str, np.ndarray],
         agree = int((coarse_pred == coarse_of[fine_pred]).sum())
         result["coarse_fine_consistency"] = {"consistency_rate": 100.0 * agree / n,
                                              "inconsistent": int(len(y) - agree), "count": int(len(y))}
+        wrong, coarse_right = fine_pred != y, coarse_pred == coarse_of[y]
+        result["fine_error_sources"] = {"coarse_wrong": 100.0 * int((wrong & ~coarse_right).sum()) / n,
+                                        "coarse_right": 100.0 * int((wrong & coarse_right).sum()) / n,
+                                        "count": int(len(y))}
         summary["coarse_error_rate"] = result["coarse"]["error_rate"]
         summary["coarse_fine_consistency"] = result["coarse_fine_consistency"]["consistency_rate"]
     for k in range(len(groups)):

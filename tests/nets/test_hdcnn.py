@@ -72,14 +72,24 @@ def test_bad_options_are_clear_errors():
         create_model("hdcnn", combine="soft")
     with pytest.raises(EdgehalError, match="case"):
         create_model("hdcnn", case="case9")
+    with pytest.raises(EdgehalError, match="coarse_stages"):
+        create_model("hdcnn", branch_stages=1, coarse_stages=2)
 
 
-@pytest.mark.parametrize("combine,branch_classes", [("weighted", "all"), ("hard", "group")])
-def test_exports_to_onnx_and_matches_onnxruntime(combine, branch_classes):
+def test_coarse_stages_give_the_coarse_component_a_branch_s_residual_stage():
+    m = create_model("hdcnn", dataset="mnist", case="case1", coarse_stages=1, coarse_hidden=0)
+    size = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert size(m.head.coarse.stages) == size(m.head.branches[0].stages) > 0
+    assert size(create_model("hdcnn", dataset="mnist", case="case1").head.coarse.stages) == 0
+
+
+@pytest.mark.parametrize("combine,branch_classes,coarse_stages",
+                         [("weighted", "all", 0), ("hard", "group", 0), ("weighted", "all", 1)])
+def test_exports_to_onnx_and_matches_onnxruntime(combine, branch_classes, coarse_stages):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     m = create_model("hdcnn", dataset="mnist", case="case4", combine=combine, branch_classes=branch_classes,
-                     widths=[8, 16, 16]).eval()
+                     widths=[8, 16, 16], coarse_stages=coarse_stages).eval()
     names = list(m.manifest.head_names)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -106,8 +116,8 @@ def _staged_config(tmp_path):
     return load_config(REPO / "models" / "configs" / "mnist_hdcnn_case1.yaml", [
         f"output_dir={tmp_path / 'run'}", "data.dataset=digits", "data.limit=192", "model.dataset=digits",
         "batch_size=64", "threads=1", "device=cpu", "epochs=3",
-        "train.stages=[{epochs: 1, train: [trunk, head.branches]}, {epochs: 1, train: [head.coarse]},"
-        " {epochs: 1, train: all, lr: 0.01}]"])
+        "train.stages=[{epochs: 1, train: [trunk, head.branches], loss: [branches]},"
+        " {epochs: 1, train: [head.coarse], loss: [coarse]}, {epochs: 1, train: all, lr: 0.01}]"])
 
 
 def _run_until(cfg, stop_at_epoch, resume=None):
@@ -124,10 +134,9 @@ def _run_until(cfg, stop_at_epoch, resume=None):
 
 
 def _params(path):
+    """Parameters and batch-norm statistics (not the batch counters, which count any forward pass)."""
     payload = load_checkpoint(path).payload
-    model = create_model(payload["model_name"], **payload["model_kwargs"])
-    names = {n for n, _ in model.named_parameters()}
-    return {k: v.clone() for k, v in payload["state_dict"].items() if k in names}
+    return {k: v.clone() for k, v in payload["state_dict"].items() if not k.endswith("num_batches_tracked")}
 
 
 def _changed(a, b, prefix):
@@ -144,8 +153,10 @@ def test_staged_training_freezes_per_stage_and_resumes(tmp_path):
     ckpt = _run_until(cfg, 3, resume=ckpt)          # stage 2: coarse component only
     s2 = _params(ckpt)
     assert load_checkpoint(ckpt).payload["training"]["epoch"] == 2
+    # frozen whole: weights and batch-norm running statistics of the trunk and branches
     assert _changed(s1, s2, "trunk.") == [] and _changed(s1, s2, "head.branches.") == []
     assert _changed(s1, s2, "head.coarse.")
+    assert any(k.endswith("running_mean") for k in _changed(s1, s2, "head.coarse."))
     ckpt = _run_until(cfg, 99, resume=ckpt)         # stage 3: everything
     s3 = _params(ckpt)
     assert _changed(s2, s3, "trunk.") and _changed(s2, s3, "head.branches.") and _changed(s2, s3, "head.coarse.")
@@ -165,3 +176,65 @@ def test_stage_config_errors_before_any_work(tmp_path):
     cfg.train.stages[1]["train"] = ["head.corse"]
     with pytest.raises(EdgehalError, match="names no parameter"):
         train(cfg, log=lambda _: None, progress=False)
+    cfg = _staged_config(tmp_path)
+    cfg.train.stages[1]["loss"] = ["corse"]
+    with pytest.raises(EdgehalError, match=r"names \['corse'\].*some of \['fine', 'coarse', 'branches'\]"):
+        train(cfg, log=lambda _: None, progress=False)
+    cfg = _staged_config(tmp_path)
+    cfg.train.stages[1]["loss"] = "coarse"
+    with pytest.raises(EdgehalError, match="a list of the model's loss terms"):
+        train(cfg, log=lambda _: None, progress=False)
+    assert not cfg.run_dir.exists()
+
+
+def _stage_step(model, stage, x, y, optimizer=None):
+    """One training step of ``stage`` as ``edgehal.train`` takes it; returns the gradients."""
+    from edgehal.train import apply_stage, hold_frozen_batch_norms
+
+    apply_stage(model, [stage], 0, cfg=None)
+    model.train()
+    hold_frozen_batch_norms(model)
+    model.zero_grad(set_to_none=True)
+    loss, _ = model.loss(model(x), {"label": y}, aux_weight=1.0, terms=stage.loss)
+    loss.backward()
+    if optimizer is not None:
+        optimizer.step()
+    return {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_pretraining_is_not_pushed_through_the_random_coarse_component():
+    from edgehal.train import Stage
+
+    torch.manual_seed(0)
+    model = create_model("hdcnn", dataset="mnist", case="case1", coarse_stages=1, coarse_hidden=0,
+                         widths=[8, 16, 16])
+    x, y = _images(16), torch.arange(16) % 10
+    for terms, independent in ((("branches",), True), (("fine", "coarse", "branches"), False)):
+        stage = Stage(0, 1, ("trunk", "head.branches"), 0.1, terms)
+        before = _stage_step(model, stage, x, y)
+        assert all(before[n] is None for n in before if n.startswith("head.coarse."))
+        with torch.no_grad():  # another random coarse component
+            for p in model.head.coarse.parameters():
+                p.add_(torch.randn_like(p))
+        after = _stage_step(model, stage, x, y)
+        trunk = [n for n in before if n.startswith("trunk.")]
+        same = all(torch.equal(before[n], after[n]) for n in trunk)
+        # on the branch loss alone the trunk learns the same whatever the coarse component is;
+        # on the whole loss (the old pretraining) it does not
+        assert same is independent, terms
+
+
+def test_coarse_stage_changes_nothing_but_the_coarse_component():
+    from edgehal.train import Stage
+
+    torch.manual_seed(0)
+    model = create_model("hdcnn", dataset="mnist", case="case1", coarse_stages=1, coarse_hidden=0,
+                         widths=[8, 16, 16])
+    x, y = _images(16), torch.arange(16) % 10
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = _stage_step(model, Stage(0, 1, ("head.coarse",), 0.1, ("coarse",)), x, y, optimizer)
+    assert [n for n, g in grads.items() if g is not None and not n.startswith("head.coarse.")] == []
+    assert all(grads[n] is not None for n in grads if n.startswith("head.coarse."))
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(before[k], v)]
+    assert changed and all(k.startswith("head.coarse.") for k in changed), changed

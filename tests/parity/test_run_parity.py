@@ -172,8 +172,8 @@ def test_hdcnn_parity_scores_branches_on_their_own_superclass_and_reports_consis
     repo = Path(__file__).resolve().parents[2]
     cfg = load_config(repo / "models" / "configs" / "mnist_hdcnn_case1.yaml",
                       ["data.dataset=digits", "epochs=3", "threads=2", f"output_dir={tmp_path / 'h'}",
-                       "train.stages=[{epochs: 1, train: [trunk, head.branches]}, {epochs: 1, train: [head.coarse]},"
-                       " {epochs: 1, train: [all]}]"])
+                       "train.stages=[{epochs: 1, train: [trunk, head.branches], loss: [branches]},"
+                       " {epochs: 1, train: [head.coarse], loss: [coarse]}, {epochs: 1, train: [all]}]"])
     ckpt = train(cfg, log=quiet, progress=False)
     keep, prune = tmp_path / "k.onnx", tmp_path / "p.onnx"
     export_onnx(ckpt, keep, options=ExportOptions(aux="keep"), log=quiet)

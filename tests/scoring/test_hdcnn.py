@@ -16,6 +16,11 @@ def test_evaluator_reports_coarse_fine_consistency():
     assert r["coarse"]["error_rate"] == 50.0                 # true superclasses 1, 0, 0, 1
     assert r["coarse_fine_consistency"] == {"consistency_rate": 50.0, "inconsistent": 2, "count": 4}
     assert r["summary"]["coarse_fine_consistency"] == 50.0
+    # the one fine error (6 taken for 5) had its superclass right
+    assert r["fine_error_sources"] == {"coarse_wrong": 0.0, "coarse_right": 25.0, "count": 4}
+    wrong_coarse = np.eye(2, dtype=np.float32)[[1, 1, 1, 0]]  # sample 1's superclass is 0
+    r = compute_metrics(man, {"fine": fine, "coarse": wrong_coarse}, labels)
+    assert r["fine_error_sources"] == {"coarse_wrong": 25.0, "coarse_right": 0.0, "count": 4}
     # a pruned model (fine only) is still scored
     assert compute_metrics(man, {"fine": fine}, labels)["summary"] == {"error_rate": 25.0}
     # a branch is scored on its own superclass's samples
