@@ -336,6 +336,31 @@ def _stats(values: list[float]) -> dict[str, Any]:
             "min": min(values) if values else None, "max": max(values) if values else None}
 
 
+def paired_test(base: list[dict], runs: list[dict]) -> dict[str, Any] | None:
+    """Two-sided paired t-test of a case's main-head test error against the baseline's, over the seeds
+    both have (seed k against seed k: same data order and augmentation stream, another model).
+
+    With 3 seeds it finds only large effects: a p-value above 0.05 says the seeds cannot tell the two
+    apart, not that they are equal. None with fewer than two common seeds.
+    """
+    from scipy import stats
+
+    base_by_seed = {r["seed"]: r["test_error_percent"][r["main_head"]] for r in base}
+    pairs = [(r["test_error_percent"][r["main_head"]], base_by_seed[r["seed"]]) for r in runs
+             if r["seed"] in base_by_seed]
+    if len(pairs) < 2:
+        return None
+    diffs = [a - b for a, b in pairs]
+    if len(set(diffs)) == 1:  # no spread: the t statistic is undefined
+        p_value = 1.0 if diffs[0] == 0 else 0.0
+    else:
+        p_value = float(stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue)
+    return {"test": "paired t-test over seeds, two-sided", "n": len(pairs),
+            "seeds": sorted(r["seed"] for r in runs if r["seed"] in base_by_seed),
+            "mean_difference_pp": statistics.fmean(diffs), "p_value": p_value,
+            "better_in": sum(d < 0 for d in diffs), "worse_in": sum(d > 0 for d in diffs)}
+
+
 def summarize(dataset: str, results_dir: Path, cases: list[str]) -> dict[str, Any]:
     existing = load_results(results_dir, cases)
     budget = check_comparable(existing)
@@ -356,6 +381,8 @@ def summarize(dataset: str, results_dir: Path, cases: list[str]) -> dict[str, An
                      "diff_from_published_pp": (s["mean"] - pub_mean) if s["mean"] is not None and pub_mean
                      is not None else None,
                      "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in runs) if runs else None,
+                     "vs_baseline": (paired_test(existing["baseline"], runs)
+                                     if case != "baseline" and "baseline" in existing else None),
                      "sources": [r["_file"] for r in runs]})
     goal = None
     if dataset in GOALS:
@@ -395,8 +422,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
              f"Test error (%) of the main head, mean ± sample standard deviation over seeds. "
              f"Budget: {_budget_text(summary['budget'])}. Machine: {', '.join(summary['machines']) or '–'}.", "",
              "| case | seeds | measured | per seed | published | measured − published (pp) | aux head error (mean) "
-             "| train time per run |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| against the baseline (paired t over seeds) | train time per run |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["rows"]:
         measured = "not run" if not r["n"] else (f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None
                                                                       else " (1 seed)"))
@@ -406,14 +433,23 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         tt = "–" if not r["train_seconds_mean"] else (f"{r['train_seconds_mean']:.0f} s" if
                                                        r["train_seconds_mean"] < 120 else
                                                        f"{r['train_seconds_mean'] / 60:.0f} min")
+        vs = r.get("vs_baseline")
+        against = "–" if not vs else (f"{vs['mean_difference_pp']:+.2f} pp, p = {vs['p_value']:.2f} "
+                                      f"(n={vs['n']}; better in {vs['better_in']}, worse in {vs['worse_in']})")
         lines.append(f"| {r['case']} | {r['n']} | {measured} | {per_seed or '–'} | {pub} | "
-                     f"{_f(r['diff_from_published_pp'], '+.2f')} | {aux} | {tt} |")
+                     f"{_f(r['diff_from_published_pp'], '+.2f')} | {aux} | {against} | {tt} |")
     g = summary["goal"]
     if g:
         verdict = "**met**" if g["met"] else "**not met**"
         lines += ["", f"Goal: {g['case']} mean at most {g['target_mean']:.2f}% over at least "
                   f"{g['min_seeds']} seeds: {verdict} ({g['mean']:.2f}% over {g['n']} seed(s); baseline under the "
                   f"same budget: {_f(g['baseline_mean'])}%)."]
+    if any(r.get("vs_baseline") for r in summary["rows"]):
+        lines += ["", "Against the baseline: the case's error minus the baseline's, seed k paired with seed k (same "
+                  "data order and augmentation stream), two-sided paired t-test (scipy.stats.ttest_rel). With three "
+                  "seeds it finds only large effects: p above 0.05 means the seeds cannot tell the two apart, not "
+                  "that they are equal. (McNemar's test would need each run's per-image predictions, which the "
+                  "result files do not keep.)"]
     sources = [s for r in summary["rows"] for s in r["sources"]]
     lines += ["", "Every number comes from the result files in this folder: " + ", ".join(f"`{s}`" for s in sources)
               + ". Plots: `errors.png` (against the published table), `curves.png` (validation error per epoch).",
