@@ -11,8 +11,8 @@ Every run is ``edgehal train`` in a subprocess, with the exact command saved.
 It is resumable: a finished run (its JSON exists) is skipped, an interrupted
 one continues from its last epoch's checkpoint (under the git-ignored
 ``runs/rnn/``). Right after training, the checkpoint is exported to ONNX
-(opset 17, dynamic batch and sequence) with its auxiliary heads kept and pruned, both go
-through ``edgehal parity`` on the full test split (report next to the
+(edgehal's default exporter and opset, dynamic batch and sequence) with its
+auxiliary heads kept and pruned, both go through ``edgehal parity`` on the full test split (report next to the
 checkpoint), and the pruned export (what a deployment runs) is timed with
 ``edgehal.bench.run_bench``: batch 1, one thread, PyTorch eager on the
 checkpoint and onnxruntime (CPU) on the export. Each finished run is saved as
@@ -125,8 +125,8 @@ def plan_runs(tasks: list[str], cells: list[str], seeds: list[int], budget: Budg
 
 
 def export_and_check(checkpoint: Path, work: Path, *, data_dir: str | None) -> tuple[Path, dict]:
-    """Export kept and pruned (opset 17, dynamic batch and, for row classifiers, dynamic sequence length) and
-    run parity on the full test split."""
+    """Export kept and pruned (default exporter and opset, dynamic batch and, for row classifiers, dynamic
+    sequence length) and run parity on the full test split."""
     from edgehal.export.onnx import ExportOptions, export_onnx
     from edgehal.parity import run_parity, write_reports
 
