@@ -4,14 +4,18 @@ One command trains every (case, seed) of a data set with ``edgehal train``
 (``models/configs/<dataset>_baseline.yaml`` and ``<dataset>_hal_case{1..4}.yaml``)
 and writes, per finished run, ``<results>/<case>_seed<k>.json``: the exact
 command and overrides, the budget, the test error of every head and the
-per-epoch validation curve (both read from the checkpoint), training time,
+per-epoch validation curve (both read from the checkpoint), the test images
+the main head gets wrong (one pass over the test split), training time,
 machine and versions. Checkpoints go to ``runs/hal_<dataset>/`` (ignored by
 git). It is resumable: a finished run (its JSON exists) is skipped, and a run
 that was interrupted continues from its last epoch's checkpoint (the JSON
 then says ``resumed_from_epoch``). At the end it writes ``summary.md``,
 ``summary.json``, ``errors.png`` (mean ± std per case against the published
 numbers) and ``curves.png`` (validation error per epoch, per case), from the
-saved result files only.
+saved result files only; each case is compared with the baseline by a paired
+t-test over seeds and, where both record their wrong test images, McNemar's
+exact test (``--add-wrong-images`` adds them to older results whose
+checkpoint is still there).
 
 Every run is a subprocess running the command it records, so what is saved is
 what ran: ``--rerun-check CASE --seed K`` runs one recorded command again (into
@@ -237,8 +241,26 @@ def checkpoint_state(run: TrainRun) -> tuple[str, int]:
     return ("finished" if finished else "resume"), done
 
 
+def wrong_test_images(checkpoint: Path, data_dir: str | None = None) -> list[int]:
+    """Indices of the test images the checkpoint's main head gets wrong, for McNemar's test between runs
+    (the data set is read as the checkpoint records it; ``data_dir`` overrides its root)."""
+    import numpy as np
+    import torch
+
+    from edgehal.checkpoint import load_checkpoint
+    from edgehal.pipeline import data_for_checkpoint, predict
+
+    ckpt = load_checkpoint(checkpoint)
+    data = data_for_checkpoint(ckpt, data_root=data_dir)
+    with torch.no_grad():
+        out = predict(ckpt.build_model(), data.test)
+    labels = data.test.numpy_labels()["label"]
+    return [int(i) for i in np.flatnonzero(out[ckpt.manifest.main.name].argmax(1) != labels)]
+
+
 def result_of(run: Run, *, wall_seconds: float | None, resumed_from: int | None) -> dict[str, Any]:
-    """The saved record of a finished run, everything read from its checkpoint."""
+    """The saved record of a finished run, everything read from its checkpoint (and, for the images
+    it gets wrong, from one pass over the test split)."""
     from edgehal.checkpoint import load_checkpoint
     from edgehal.doctor import machine_info
     from edgehal.fileio import sha256_file
@@ -248,6 +270,11 @@ def result_of(run: Run, *, wall_seconds: float | None, resumed_from: int | None)
     manifest = ckpt.manifest
     test = p["metrics"]["test"]
     errors = {h: m["error_rate"] for h, m in test.items() if isinstance(m, dict) and "error_rate" in m}
+    wrong = wrong_test_images(run.checkpoint, run.data_dir)
+    n = test[manifest.main.name].get("count")
+    if n and abs(100.0 * len(wrong) / n - errors[manifest.main.name]) > 1e-6:
+        raise Failure(f"{rel(run.checkpoint)} | gets {len(wrong)} of {n} test images wrong now but recorded "
+                      f"{errors[manifest.main.name]}% at the end of training. Note: was the data set changed?")
     curve = [{"epoch": r["epoch"], "train_loss": r.get("train_loss"), "seconds": r.get("seconds"),
               "val_error_percent": {h: m["error_rate"] for h, m in r.get("val", {}).items()
                                     if isinstance(m, dict) and "error_rate" in m}}
@@ -258,7 +285,7 @@ def result_of(run: Run, *, wall_seconds: float | None, resumed_from: int | None)
         "command": shlex.join(run.argv), "comparable": run.comparable(),
         "epochs": int(p["training"]["epoch"]), "limit": run.limit,
         "main_head": manifest.main.name, "test_error_percent": errors,
-        "test_samples": test[manifest.main.name].get("count"),
+        "test_samples": n, "test_wrong_images": wrong,
         "val_curve": curve,
         "train_seconds": sum(float(r.get("seconds") or 0.0) for r in p.get("history", [])),
         "wall_seconds": wall_seconds, "resumed_from_epoch": resumed_from,
@@ -361,6 +388,27 @@ def paired_test(base: list[dict], runs: list[dict]) -> dict[str, Any] | None:
             "better_in": sum(d < 0 for d in diffs), "worse_in": sum(d > 0 for d in diffs)}
 
 
+def mcnemar_test(base: list[dict], runs: list[dict]) -> dict[str, Any] | None:
+    """Exact McNemar test of a case against the baseline on the test images pooled over the seeds both
+    have with per-image results (seed k against seed k): only the images one of the two gets wrong count.
+    None when no pair has them (results saved before they were recorded)."""
+    from scipy import stats
+
+    base_by_seed = {r["seed"]: r for r in base if "test_wrong_images" in r}
+    pairs = [(base_by_seed[r["seed"]], r) for r in runs if "test_wrong_images" in r and r["seed"] in base_by_seed]
+    if not pairs:
+        return None
+    only_base = only_case = 0
+    for b, r in pairs:
+        wb, wr = set(b["test_wrong_images"]), set(r["test_wrong_images"])
+        only_base, only_case = only_base + len(wb - wr), only_case + len(wr - wb)
+    n = only_base + only_case
+    p_value = float(stats.binomtest(min(only_base, only_case), n, 0.5).pvalue) if n else 1.0
+    return {"test": "exact McNemar, pooled over seeds", "seeds": sorted(r["seed"] for _, r in pairs),
+            "images": sum(r["test_samples"] for _, r in pairs), "wrong_only_baseline": only_base,
+            "wrong_only_case": only_case, "p_value": p_value}
+
+
 def summarize(dataset: str, results_dir: Path, cases: list[str]) -> dict[str, Any]:
     existing = load_results(results_dir, cases)
     budget = check_comparable(existing)
@@ -383,6 +431,8 @@ def summarize(dataset: str, results_dir: Path, cases: list[str]) -> dict[str, An
                      "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in runs) if runs else None,
                      "vs_baseline": (paired_test(existing["baseline"], runs)
                                      if case != "baseline" and "baseline" in existing else None),
+                     "mcnemar_vs_baseline": (mcnemar_test(existing["baseline"], runs)
+                                             if case != "baseline" and "baseline" in existing else None),
                      "sources": [r["_file"] for r in runs]})
     goal = None
     if dataset in GOALS:
@@ -436,6 +486,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         vs = r.get("vs_baseline")
         against = "–" if not vs else (f"{vs['mean_difference_pp']:+.2f} pp, p = {vs['p_value']:.2f} "
                                       f"(n={vs['n']}; better in {vs['better_in']}, worse in {vs['worse_in']})")
+        mc = r.get("mcnemar_vs_baseline")
+        if mc:
+            against += (f"; McNemar p = {mc['p_value']:.2f} ({mc['wrong_only_baseline']} images wrong only for "
+                        f"the baseline, {mc['wrong_only_case']} only for {r['case']}; seeds "
+                        f"{','.join(map(str, mc['seeds']))})")
         lines.append(f"| {r['case']} | {r['n']} | {measured} | {per_seed or '–'} | {pub} | "
                      f"{_f(r['diff_from_published_pp'], '+.2f')} | {aux} | {against} | {tt} |")
     g = summary["goal"]
@@ -448,8 +503,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += ["", "Against the baseline: the case's error minus the baseline's, seed k paired with seed k (same "
                   "data order and augmentation stream), two-sided paired t-test (scipy.stats.ttest_rel). With three "
                   "seeds it finds only large effects: p above 0.05 means the seeds cannot tell the two apart, not "
-                  "that they are equal. (McNemar's test would need each run's per-image predictions, which the "
-                  "result files do not keep.)"]
+                  "that they are equal. McNemar's exact test (scipy.stats.binomtest on the images exactly one of "
+                  "the two gets wrong, pooled over the seed pairs) is shown where both runs of a pair record the "
+                  "test images they get wrong (`test_wrong_images`; result files written before that was "
+                  "recorded do not)."]
     sources = [s for r in summary["rows"] for s in r["sources"]]
     lines += ["", "Every number comes from the result files in this folder: " + ", ".join(f"`{s}`" for s in sources)
               + ". Plots: `errors.png` (against the published table), `curves.png` (validation error per epoch).",
@@ -583,6 +640,29 @@ def run_all(runs: list[Run], results_dir: Path, *, dry_run: bool) -> None:
         print(f"  done: test error {errs}; saved {rel(results_dir / (run.name + '.json'))}", flush=True)
 
 
+def add_wrong_images(results_dir: Path, cases: list[str], data_dir: str | None) -> None:
+    """Record ``test_wrong_images`` in saved results that lack it, where the checkpoint they name is the one
+    they were read from (same sha256); say which cannot be completed."""
+    from edgehal.fileio import sha256_file
+
+    for case, runs in load_results(results_dir, cases).items():
+        for r in runs:
+            path, ckpt = results_dir / r.pop("_file"), REPO / r["checkpoint"]
+            if "test_wrong_images" in r:
+                continue
+            if not ckpt.is_file() or sha256_file(ckpt) != r["checkpoint_sha256"]:
+                print(f"{rel(path)}: checkpoint {r['checkpoint']} is gone or changed; rerun the run to record "
+                      "its wrong test images", flush=True)
+                continue
+            wrong = wrong_test_images(ckpt, data_dir)
+            if abs(100.0 * len(wrong) / r["test_samples"] - r["test_error_percent"][r["main_head"]]) > 1e-6:
+                raise Failure(f"{r['checkpoint']} | gets {len(wrong)} test images wrong, but its result records "
+                              f"{r['test_error_percent'][r['main_head']]}%")
+            r["test_wrong_images"] = wrong
+            write_json(path, r)
+            print(f"{rel(path)}: recorded {len(wrong)} wrong test images", flush=True)
+
+
 def rerun_check(dataset: str, case: str, seed: int, results_dir: Path, runs_dir: Path,
                 data_dir: str | None) -> bool:
     """Run one recorded command again and check it lands within the spread the summary reports."""
@@ -656,6 +736,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs-dir", type=Path, default=None, help="checkpoints (default: runs/hal_<dataset>)")
     ap.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     ap.add_argument("--summary-only", action="store_true", help="only rebuild the summary from saved results")
+    ap.add_argument("--add-wrong-images", action="store_true",
+                    help="add the test images each saved run gets wrong to result files written before they were "
+                         "recorded, from the run's checkpoint when it is still there unchanged; then the summary")
     ap.add_argument("--rerun-check", metavar="CASE", choices=CASES, default=None,
                     help="rerun the recorded command of CASE --seed K and check it lands within the spread")
     ap.add_argument("--seed", type=int, default=None, help="the seed for --rerun-check")
@@ -679,7 +762,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise Failure("--rerun-check | needs --seed K. Note: e.g. --rerun-check case1 --seed 0")
             ok = rerun_check(args.dataset, args.rerun_check, args.seed, results_dir, runs_dir, data_dir)
             return 0 if ok else 1
-        if not args.summary_only:
+        if args.add_wrong_images:
+            add_wrong_images(results_dir, cases, data_dir)
+        elif not args.summary_only:
             budget = Budget(args.epochs, args.limit, args.threads, tuple(args.extra))
             runs = plan_runs(args.dataset, cases, _int_list(args.seeds, "--seeds"), budget, runs_dir, data_dir)
             run_all(runs, results_dir, dry_run=args.dry_run)
