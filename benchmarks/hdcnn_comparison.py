@@ -185,12 +185,14 @@ def plot(rows: list[dict], path: Path, epochs: int) -> None:
     fig = Figure(figsize=(7.5, 4.2), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    labelled = False
     for x, r in enumerate(rows):
         if "fine_error_sources" in r:
             wrong, right = (r["fine_error_sources"][k]["mean"] for k in ("coarse_wrong", "coarse_right"))
-            ax.bar(x, wrong, 0.6, color="tab:red", alpha=0.7, label="coarse also wrong" if x == len(rows) - 2 else None)
+            ax.bar(x, wrong, 0.6, color="tab:red", alpha=0.7, label=None if labelled else "coarse also wrong")
             ax.bar(x, right, 0.6, bottom=wrong, color="tab:orange", alpha=0.7,
-                   label="coarse right (a branch's error)" if x == len(rows) - 2 else None)
+                   label=None if labelled else "coarse right (a branch's error)")
+            labelled = True
         else:
             ax.bar(x, r["mean"], 0.6, color="tab:blue", alpha=0.7)
         ax.scatter([x] * len(r["test_error_percent"]), r["test_error_percent"], color="black", s=12, zorder=3)
@@ -201,7 +203,8 @@ def plot(rows: list[dict], path: Path, epochs: int) -> None:
     ax.set_title(f"MNIST, {epochs} epochs: main-head test error (bars: mean; dots: seeds)", fontsize=9)
     ax.margins(y=0.15)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    if labelled:
+        ax.legend(fontsize=8)
     atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 

@@ -19,14 +19,16 @@ The coarse component is a pooled-feature MLP (``coarse_stages: 0``) or, with
 branch does, so that it is not the weakest part of the model.
 
 Training (``train.stages``, see ``edgehal.train``): HD-CNN pretrains the trunk
-and fine branches on the branch loss only, trains the coarse component on the
-coarse loss with the trunk frozen, then fine-tunes everything; or all jointly.
+and fine branches as classifiers of every fine class (``branches_all``: each
+branch on every sample, HD-CNN's building-block network), trains the coarse
+component on the coarse loss with the trunk frozen, then fine-tunes everything
+on the whole loss; or all jointly.
 The loss is NLL(fine) + aux_weight * CE(coarse) + branch_weight * NLL of each
 sample under its true superclass's branch (a fine component learns from its
 own coarse category, as in HD-CNN's pretraining of fine components); with
 ``combine: hard`` the NLL(fine) term is left out (see ``HDCNN.loss``). A stage
-names the terms it trains on (``loss: [branches]``): the pretraining stage must
-not push the trunk through a coarse component that is still random.
+names the terms it trains on (``loss: [branches_all]``): the pretraining stage
+must not push the trunk through a coarse component that is still random.
 """
 
 from __future__ import annotations
@@ -77,7 +79,14 @@ class ConvBranch(nn.Module):
 class HDCNN(EdgehalModel):
     """Shared trunk + hierarchical head (coarse component, fine branches, combination rule)."""
 
-    loss_terms = ("fine", "coarse", "branches")
+    # The whole loss. ``branches_all`` (every branch on every sample, as HD-CNN's building-block network
+    # is pretrained on all fine classes) is only for a stage that names it.
+    WHOLE_LOSS = ("fine", "coarse", "branches")
+
+    @property
+    def loss_terms(self) -> tuple[str, ...]:
+        # a branch that scores only its superclass's classes cannot be trained on every sample
+        return self.WHOLE_LOSS + (() if self.head.placed else ("branches_all",))
 
     def __init__(self, *, manifest: HeadManifest, in_channels: int, widths: Sequence[int],
                  blocks: Sequence[int], strides: Sequence[int], branch_stages: int,
@@ -116,8 +125,8 @@ class HDCNN(EdgehalModel):
         return {head.name: out[head.name] for head in self.manifest.heads}
 
     def loss(self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], *,
-             aux_weight: float, terms: Sequence[str] = loss_terms) -> tuple[torch.Tensor, dict[str, float]]:
-        """The weighted sum of the ``terms`` asked for (all by default); every term is reported."""
+             aux_weight: float, terms: Sequence[str] = WHOLE_LOSS) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted sum of the ``terms`` asked for (the whole loss by default); each is reported."""
         y = labels["label"]
         coarse_y = self.coarse_of[y]
         nll = nn.functional.nll_loss(outputs["fine"].float(), y)
@@ -133,7 +142,16 @@ class HDCNN(EdgehalModel):
             # Under hard routing the combined output has no gradient to the coarse component and a
             # constant IMPOSSIBLE log-probability when it routes wrongly: the two terms above train it.
             total = total + nll
-        return total, {"fine": float(nll.detach()), "coarse": float(ce.detach()), "branches": float(branch.detach())}
+        parts = {"fine": float(nll.detach()), "coarse": float(ce.detach()), "branches": float(branch.detach())}
+        if "branches_all" in terms:
+            if self.head.placed:
+                raise EdgehalError("loss term branches_all", "needs branches that score every class",
+                                   "model.branch_classes: all")
+            every = torch.stack([nn.functional.cross_entropy(outputs[f"fine_b{k}"].float(), y)
+                                 for k in range(len(self.groups))]).mean()
+            total = total + self.branch_weight * every
+            parts["branches_all"] = float(every.detach())
+        return total, parts
 
 
 @register_model("hdcnn")

@@ -116,7 +116,7 @@ def _staged_config(tmp_path):
     return load_config(REPO / "models" / "configs" / "mnist_hdcnn_case1.yaml", [
         f"output_dir={tmp_path / 'run'}", "data.dataset=digits", "data.limit=192", "model.dataset=digits",
         "batch_size=64", "threads=1", "device=cpu", "epochs=3",
-        "train.stages=[{epochs: 1, train: [trunk, head.branches], loss: [branches]},"
+        "train.stages=[{epochs: 1, train: [trunk, head.branches], loss: [branches_all]},"
         " {epochs: 1, train: [head.coarse], loss: [coarse]}, {epochs: 1, train: all, lr: 0.01}]"])
 
 
@@ -178,7 +178,7 @@ def test_stage_config_errors_before_any_work(tmp_path):
         train(cfg, log=lambda _: None, progress=False)
     cfg = _staged_config(tmp_path)
     cfg.train.stages[1]["loss"] = ["corse"]
-    with pytest.raises(EdgehalError, match=r"names \['corse'\].*some of \['fine', 'coarse', 'branches'\]"):
+    with pytest.raises(EdgehalError, match=r"names \['corse'\].*some of \['fine', 'coarse', 'branches', 'branches_all'\]"):
         train(cfg, log=lambda _: None, progress=False)
     cfg = _staged_config(tmp_path)
     cfg.train.stages[1]["loss"] = "coarse"
@@ -209,7 +209,8 @@ def test_pretraining_is_not_pushed_through_the_random_coarse_component():
     model = create_model("hdcnn", dataset="mnist", case="case1", coarse_stages=1, coarse_hidden=0,
                          widths=[8, 16, 16])
     x, y = _images(16), torch.arange(16) % 10
-    for terms, independent in ((("branches",), True), (("fine", "coarse", "branches"), False)):
+    for terms, independent in ((("branches_all",), True), (("branches",), True),
+                               (("fine", "coarse", "branches"), False)):
         stage = Stage(0, 1, ("trunk", "head.branches"), 0.1, terms)
         before = _stage_step(model, stage, x, y)
         assert all(before[n] is None for n in before if n.startswith("head.coarse."))
@@ -219,9 +220,27 @@ def test_pretraining_is_not_pushed_through_the_random_coarse_component():
         after = _stage_step(model, stage, x, y)
         trunk = [n for n in before if n.startswith("trunk.")]
         same = all(torch.equal(before[n], after[n]) for n in trunk)
-        # on the branch loss alone the trunk learns the same whatever the coarse component is;
+        # on branch losses alone the trunk learns the same whatever the coarse component is;
         # on the whole loss (the old pretraining) it does not
         assert same is independent, terms
+
+
+def test_branches_all_trains_every_branch_on_every_sample():
+    from edgehal.train import Stage, check_stages
+
+    torch.manual_seed(0)
+    model = create_model("hdcnn", dataset="mnist", case="case4", widths=[8, 16, 16])
+    x, y = _images(12), torch.arange(12) % 10
+    out = model(x)
+    total, parts = model.loss(out, {"label": y}, aux_weight=1.0, terms=("branches_all",))
+    want = sum(torch.nn.functional.cross_entropy(out[f"fine_b{k}"], y) for k in range(3)) / 3
+    torch.testing.assert_close(total, want)
+    assert parts["branches_all"] == pytest.approx(float(want.detach()))
+    assert "branches_all" not in model.loss(out, {"label": y}, aux_weight=1.0)[1]  # not in the whole loss
+    # a branch scoring only its superclass's classes cannot take every sample: refused before training
+    group = create_model("hdcnn", dataset="mnist", case="case4", branch_classes="group", widths=[8, 16, 16])
+    with pytest.raises(EdgehalError, match=r"branches_all.*some of \['fine', 'coarse', 'branches'\]"):
+        check_stages(group, [Stage(0, 1, ("trunk",), 0.1, ("branches_all",))])
 
 
 def test_coarse_stage_changes_nothing_but_the_coarse_component():
