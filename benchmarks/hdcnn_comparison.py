@@ -157,7 +157,7 @@ def markdown(rows: list[dict], seeds: list[int], epochs: int, parity: dict | Non
     hd = [r for r in rows if r["model"].startswith("hdcnn_")]
     if hd:
         heads = sorted({h for r in hd for h in r["head_error_percent"]})
-        lines += ["", "Where HD-CNN's error comes from (% of the 10,000 test images unless noted; mean ± std over seeds). "
+        lines += ["", "Where HD-CNN's error comes from (% of the test images unless noted; mean ± std over seeds). "
                   "`coarse`: superclass error; `fine_b<k>`: branch k's error on its own superclass's images; "
                   "fine errors split by whether the coarse prediction was wrong too; consistency: the coarse "
                   "prediction is the superclass of the fine one.", "",
