@@ -241,9 +241,10 @@ def checkpoint_state(run: TrainRun) -> tuple[str, int]:
     return ("finished" if finished else "resume"), done
 
 
-def wrong_test_images(checkpoint: Path, data_dir: str | None = None) -> list[int]:
+def wrong_test_images(checkpoint: Path, data_dir: str | None, recorded_error_percent: float) -> list[int]:
     """Indices of the test images the checkpoint's main head gets wrong, for McNemar's test between runs
-    (the data set is read as the checkpoint records it; ``data_dir`` overrides its root)."""
+    (the data set is read as the checkpoint records it; ``data_dir`` overrides its root). They must give
+    the error rate recorded for the run, or the data or the model is not what was measured."""
     import numpy as np
     import torch
 
@@ -255,7 +256,11 @@ def wrong_test_images(checkpoint: Path, data_dir: str | None = None) -> list[int
     with torch.no_grad():
         out = predict(ckpt.build_model(), data.test)
     labels = data.test.numpy_labels()["label"]
-    return [int(i) for i in np.flatnonzero(out[ckpt.manifest.main.name].argmax(1) != labels)]
+    wrong = [int(i) for i in np.flatnonzero(out[ckpt.manifest.main.name].argmax(1) != labels)]
+    if abs(100.0 * len(wrong) / max(len(labels), 1) - recorded_error_percent) > 1e-6:
+        raise Failure(f"{rel(checkpoint)} | gets {len(wrong)} of {len(labels)} test images wrong now but "
+                      f"{recorded_error_percent}% was recorded. Note: was the data set or the checkpoint changed?")
+    return wrong
 
 
 def result_of(run: Run, *, wall_seconds: float | None, resumed_from: int | None) -> dict[str, Any]:
@@ -270,11 +275,7 @@ def result_of(run: Run, *, wall_seconds: float | None, resumed_from: int | None)
     manifest = ckpt.manifest
     test = p["metrics"]["test"]
     errors = {h: m["error_rate"] for h, m in test.items() if isinstance(m, dict) and "error_rate" in m}
-    wrong = wrong_test_images(run.checkpoint, run.data_dir)
-    n = test[manifest.main.name].get("count")
-    if n and abs(100.0 * len(wrong) / n - errors[manifest.main.name]) > 1e-6:
-        raise Failure(f"{rel(run.checkpoint)} | gets {len(wrong)} of {n} test images wrong now but recorded "
-                      f"{errors[manifest.main.name]}% at the end of training. Note: was the data set changed?")
+    wrong = wrong_test_images(run.checkpoint, run.data_dir, errors[manifest.main.name])
     curve = [{"epoch": r["epoch"], "train_loss": r.get("train_loss"), "seconds": r.get("seconds"),
               "val_error_percent": {h: m["error_rate"] for h, m in r.get("val", {}).items()
                                     if isinstance(m, dict) and "error_rate" in m}}
@@ -285,7 +286,7 @@ def result_of(run: Run, *, wall_seconds: float | None, resumed_from: int | None)
         "command": shlex.join(run.argv), "comparable": run.comparable(),
         "epochs": int(p["training"]["epoch"]), "limit": run.limit,
         "main_head": manifest.main.name, "test_error_percent": errors,
-        "test_samples": n, "test_wrong_images": wrong,
+        "test_samples": test[manifest.main.name].get("count"), "test_wrong_images": wrong,
         "val_curve": curve,
         "train_seconds": sum(float(r.get("seconds") or 0.0) for r in p.get("history", [])),
         "wall_seconds": wall_seconds, "resumed_from_epoch": resumed_from,
@@ -654,13 +655,9 @@ def add_wrong_images(results_dir: Path, cases: list[str], data_dir: str | None) 
                 print(f"{rel(path)}: checkpoint {r['checkpoint']} is gone or changed; rerun the run to record "
                       "its wrong test images", flush=True)
                 continue
-            wrong = wrong_test_images(ckpt, data_dir)
-            if abs(100.0 * len(wrong) / r["test_samples"] - r["test_error_percent"][r["main_head"]]) > 1e-6:
-                raise Failure(f"{r['checkpoint']} | gets {len(wrong)} test images wrong, but its result records "
-                              f"{r['test_error_percent'][r['main_head']]}%")
-            r["test_wrong_images"] = wrong
+            r["test_wrong_images"] = wrong_test_images(ckpt, data_dir, r["test_error_percent"][r["main_head"]])
             write_json(path, r)
-            print(f"{rel(path)}: recorded {len(wrong)} wrong test images", flush=True)
+            print(f"{rel(path)}: recorded {len(r['test_wrong_images'])} wrong test images", flush=True)
 
 
 def rerun_check(dataset: str, case: str, seed: int, results_dir: Path, runs_dir: Path,
