@@ -23,6 +23,12 @@ multiplexed on one channel by default (``--grpc-channels``). The first
 answer of each cell is decoded and compared with onnxruntime in this process
 (to 1e-5); a wrong answer stops the script. Only loopback is ever used.
 
+Then, unless ``--no-floor``, each protocol's transport alone (``transport_floor.py``:
+the same server stack answering fixed bytes) under the same load, and from it
+the best share of the ceiling and the best concurrency-1 median any server on
+that transport could reach on this core (saved as ``floors`` and
+``transport_bounds``; the plot marks the bounds).
+
 The targets (printed as PASS/FAIL and saved in the JSON), per protocol with
 binary tensors: at concurrency 16, at least 0.6x (aim 0.7x) of onnxruntime's
 in-process batch-16 throughput on the same core, and p99 under 15 ms; at
@@ -292,8 +298,10 @@ class Cell:
         self.first: tuple[int, Any] | None = None  # (input index, the answer) of the first good answer
         self.measuring = False
         self.stop = False
+        self.answered = 0  # good answers, warm-up included
 
     def ok(self, seconds: float) -> None:
+        self.answered += 1
         if self.measuring:
             self.latencies.append(seconds)
             if len(self.latencies) >= self.max_requests:
@@ -328,7 +336,7 @@ class Cell:
         for t in stuck:
             t.cancel()
             self.error("timeout", "no answer within 30 s of the end")
-        return summarize_latencies(self.latencies, elapsed, cpu) | {"errors": self.errors}
+        return summarize_latencies(self.latencies, elapsed, cpu) | {"errors": self.errors, "answered": self.answered}
 
 
 def summarize_latencies(latencies: list[float], elapsed: float, cpu: float) -> dict:
@@ -587,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="Pin the server (taskset) and this load generator to this one core. Default: no pinning.")
     ap.add_argument("--server-arg", action="append", default=[], help="Extra argument for edgehal serve (repeatable).")
     ap.add_argument("--ceiling-seconds", type=float, default=3.0, help="Seconds per ceiling measurement. Default: 3.")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="Skip the transport floors (benchmarks/transport_floor.py: each protocol's server "
+                         "answering fixed bytes, at the same concurrencies) and the bounds derived from them.")
     ap.add_argument("--note", default="", help="Free text saved with the results, e.g. how busy the machine was.")
     ap.add_argument("--output", type=Path, default=None,
                     help="JSON results path; the plot goes beside it (.png). "
@@ -679,14 +690,22 @@ def main(argv: list[str] | None = None) -> int:
                             print(format_row(row), flush=True)
             finally:
                 server.stop()
+        floors = measure_floors(protocols, concurrencies, args, model_name, input_name, outputs, inputs, expected,
+                                work) if args.floor else []
         load_after = os.getloadavg()
         targets = evaluate_targets(rows, ceil)
+        bounds = transport_bounds(floors, ceil)
         print()
         print(table(rows))
         print()
         print(side_by_side(rows, ceil))
         print()
         print(targets_table(targets))
+        if floors:
+            print()
+            print(floors_table(floors, rows, ceil))
+            print()
+            print(bounds_table(bounds))
         plot_path = out.with_suffix(".png")
         settings = {k: (repo_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         settings["output"] = repo_relative(out)
@@ -707,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
                         "p99_ms_at_c16": f"< {TARGET_P99_MS}", "p50_ms_at_c1": f"< {TARGET_P50_MS}",
                         "results": targets},
             "plot": repo_relative(plot_path), "rows": rows,
+            "floors": floors, "transport_bounds": bounds,
         }
         from edgehal.fileio import atomic_write_text
 
@@ -717,6 +737,108 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def measure_floors(protocols: list[str], concurrencies: list[int], args: argparse.Namespace, model_name: str,
+                   input_name: str, outputs: list[str], inputs: list[np.ndarray],
+                   expected: list[dict[str, np.ndarray]], work: Path) -> list[dict]:
+    """Each protocol's transport floor (``transport_floor.py``: the same server stack answering fixed bytes of
+    the real answer's size) under the same load generator, requests, core and concurrencies."""
+    from transport_floor import FloorProcess, write_responses
+
+    responses = work / "floor"
+    responses.mkdir(exist_ok=True)
+    write_responses(responses, model_name, [(name, list(expected[0][name].shape)) for name in outputs])
+    pin = ["taskset", "-c", str(args.pin_core)] if args.pin_core is not None and shutil.which("taskset") else []
+    rows = []
+    for protocol in protocols:
+        server = FloorProcess(protocol, responses, pin, work)
+        try:
+            if protocol == "http":
+                payload, reqs = "binary", make_requests(model_name, input_name, outputs, "binary", "127.0.0.1",
+                                                        server.port, inputs)
+            else:
+                payload, reqs = "raw", make_grpc_requests(model_name, input_name, outputs, inputs)
+            for c in concurrencies:
+                cpu0 = server.cpu_seconds()
+                if protocol == "http":
+                    loop = http_closed_loop("127.0.0.1", server.port, reqs, c, args.warmup, args.duration,
+                                            args.max_requests)
+                else:
+                    loop = grpc_closed_loop("127.0.0.1", server.port, reqs, c, args.grpc_channels, args.warmup,
+                                            args.duration, args.max_requests)
+                with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                    r, first = runner.run(loop)
+                cpu1 = server.cpu_seconds()
+                if first is not None:  # the fixed answer must at least be a well-formed one of the same outputs
+                    got = decode_grpc_answer(first[1]) if protocol == "grpc" else decode_http_answer(*first[1], payload)
+                    if list(got) != outputs:
+                        raise SystemExit(f"{protocol} floor answered outputs {list(got)}, expected {outputs}")
+                answered = r["answered"]  # warm-up included, as the server's CPU seconds are
+                row = {"protocol": protocol, "payload": payload, "concurrency": c, **r,
+                       "server_cpu_us_per_request": (cpu1 - cpu0) / answered * 1e6 if answered else None}
+                rows.append(row)
+                print(f"floor {protocol:>4} c={c:<3} {r['inferences_per_s']:8.0f}/s p50 {r['p50_ms'] or 0:6.2f} ms "
+                      f"cpu/request server {row['server_cpu_us_per_request'] or 0:4.0f}us "
+                      f"client {r['client_cpu_us_per_inference'] or 0:4.0f}us  errors {sum(r['errors'].values())}",
+                      flush=True)
+        finally:
+            server.stop()
+    return rows
+
+
+def transport_bounds(floors: list[dict], ceiling: dict) -> list[dict]:
+    """Per protocol, the best a server on that transport could do on this core: at concurrency 16, one core's
+    time per inference is at least the floor server's CPU, the load generator's CPU and onnxruntime's batch-16
+    time per inference; at concurrency 1, a median of at least the floor's plus one batch-1 run."""
+    b16 = ceiling["batch16_inferences_per_s"]
+    out = []
+    for protocol in dict.fromkeys(f["protocol"] for f in floors):
+        cells = {f["concurrency"]: f for f in floors if f["protocol"] == protocol}
+        hi, lo = cells.get(TARGET_CONCURRENCY), cells.get(LATENCY_CONCURRENCY)
+        entry: dict[str, Any] = {"protocol": protocol, "ratio_c16": None, "ratio_c16_free_client": None,
+                                 "p50_ms_c1": None}
+        if hi and hi["server_cpu_us_per_request"] and hi["client_cpu_us_per_inference"]:
+            server_s, client_s = hi["server_cpu_us_per_request"] * 1e-6, hi["client_cpu_us_per_inference"] * 1e-6
+            entry["ratio_c16"] = 1 / (1 / b16 + server_s + client_s) / b16
+            entry["ratio_c16_free_client"] = 1 / (1 / b16 + server_s) / b16
+        if lo and lo["p50_ms"] is not None:
+            entry["p50_ms_c1"] = lo["p50_ms"] + ceiling["batch1_ms_per_run"]
+        out.append(entry)
+    return out
+
+
+def floors_table(floors: list[dict], rows: list[dict], ceiling: dict) -> str:
+    """The floors beside edgehal serve's cells (binary tensors, batching on) at the same concurrency."""
+    head = ("| protocol | concurrency | floor requests/s | floor p50 ms | floor server CPU us/req "
+            "| floor client CPU us/req | edgehal /s | edgehal server CPU us/inf | of which onnxruntime (batch 16) |")
+    lines = ["transport floors (fixed answers, no model) beside edgehal serve, batching on:", "", head,
+             "|" + "---|" * 9]
+    ort_us = 1e6 / ceiling["batch16_inferences_per_s"]
+    for f in floors:
+        real = _cells(rows, "on", f["protocol"], f["payload"]).get(f["concurrency"])
+
+        def v(x, fmt):
+            return format(x, fmt) if x is not None else "-"
+        lines.append(f"| {f['protocol']} | {f['concurrency']} | {f['inferences_per_s']:.0f} | {v(f['p50_ms'], '.2f')} "
+                     f"| {v(f['server_cpu_us_per_request'], '.0f')} | {v(f['client_cpu_us_per_inference'], '.0f')} "
+                     f"| {v(real and real['inferences_per_s'], '.0f')} "
+                     f"| {v(real and real['server_cpu_us_per_inference'], '.0f')} | >= {ort_us:.0f} |")
+    return "\n".join(lines)
+
+
+def bounds_table(bounds: list[dict]) -> str:
+    head = (f"| protocol | best c={TARGET_CONCURRENCY} share of ORT batch 16 on this transport (target >= "
+            f"{TARGET_RATIO}) | the same with a load generator that costs nothing "
+            f"| best c={LATENCY_CONCURRENCY} p50 ms (target < {TARGET_P50_MS:g}) |")
+    lines = [head, "|" + "---|" * 4]
+
+    def v(x, fmt):
+        return format(x, fmt) if x is not None else "-"
+    for b in bounds:
+        lines.append(f"| {b['protocol']} | {v(b['ratio_c16'], '.2f')} | {v(b['ratio_c16_free_client'], '.2f')} "
+                     f"| {v(b['p50_ms_c1'], '.2f')} |")
+    return "\n".join(lines)
 
 
 def check_first_answer(first: tuple[int, Any] | None, protocol: str, payload: str, concurrency: int,
@@ -891,6 +1013,11 @@ def plot(result: dict, path: Path) -> None:
             tput.plot(cs, [cells[c]["inferences_per_s"] for c in cs], style, color=color, marker="o", label=name)
             p99.plot(cs, [cells[c]["p99_ms"] if cells[c]["p99_ms"] is not None else np.nan for c in cs], style,
                      color=color, marker="o")
+    for b in result.get("transport_bounds", []):
+        if b["ratio_c16"] is not None:  # what a server on that transport could reach at best (transport_floor.py)
+            color, label = SERIES_STYLE[("http", "binary") if b["protocol"] == "http" else ("grpc", "raw")]
+            tput.plot([TARGET_CONCURRENCY], [b["ratio_c16"] * b16], "*", color=color, markersize=12,
+                      label=f"{label.split()[0]}: best on its transport (floor + onnxruntime)")
     series = tput.get_legend_handles_labels()
     refs = [tput.axhline(b16, color="black", lw=1, label=f"onnxruntime in-process, batch 16 ({b16:.0f}/s)"),
             tput.axhline(TARGET_RATIO * b16, color="black", lw=1, ls=":", label=f"{TARGET_RATIO}x of it (target)")]
