@@ -421,7 +421,8 @@ def serve(models: PathLike | Sequence[PathLike], *, host: str = "127.0.0.1", por
           max_batch_size: int = 64, dynamic_batching: bool = True, max_queue_delay_ms: float = 0.0,
           max_queue_size: int = 256, max_request_bytes: int = 64 * 1024 * 1024,
           providers: Sequence[str] | None = None, threads: int | None = None,
-          shutdown_timeout: float = 30.0, grpc_port: int = 0, metrics_port: int = 0) -> Server:
+          shutdown_timeout: float = 30.0, grpc_port: int = 0, metrics_port: int = 0,
+          max_shared_memory_regions: int = 64, max_shared_memory_bytes: int = 1 << 30) -> Server:
     """Serve ONNX models and TensorRT engines over the Open Inference Protocol (KServe v2), in this process.
 
     ``models`` are .onnx files, engines, folders of them or Triton model
@@ -432,7 +433,9 @@ def serve(models: PathLike | Sequence[PathLike], *, host: str = "127.0.0.1", por
     HTTP only, so that a server in a test or a notebook does not take port
     8001 unasked (``edgehal serve`` listens there by default). ``metrics_port``
     also serves ``/metrics`` on that port of the same host (``Server.metrics_port``;
-    it stays on the HTTP port too); 0, the default, adds none. The other options are
+    it stays on the HTTP port too); 0, the default, adds none. ``max_shared_memory_regions``
+    and ``max_shared_memory_bytes`` bound the system shared memory clients may register
+    (regions at once, bytes they cover together; 0 regions turns the extension off). The other options are
     ``edgehal serve``'s (``--help``). The models are loaded here, so a bad
     model raises :class:`EdgehalError` in this thread and starts nothing.
     Returns a running :class:`Server` once every model is warmed up and
@@ -449,7 +452,9 @@ def serve(models: PathLike | Sequence[PathLike], *, host: str = "127.0.0.1", por
         max_queue_size=max_queue_size, providers=tuple(providers) if providers is not None else None,
         threads=threads)
     server_options = ServerOptions(host=host, port=port, grpc_port=grpc_port, max_request_bytes=max_request_bytes,
-                                   shutdown_timeout=shutdown_timeout, metrics_port=metrics_port)
+                                   shutdown_timeout=shutdown_timeout, metrics_port=metrics_port,
+                                   max_shared_memory_regions=max_shared_memory_regions,
+                                   max_shared_memory_bytes=max_shared_memory_bytes)
     loaded = load_models(discover(_paths(models, "models")), model_options)
     try:
         plane = DataPlane(loaded, server_name=SERVER_NAME, server_version=edgehal.__version__,

@@ -329,6 +329,11 @@ def parity(paths, reference, save_run, strict, split, data_dir, data, labels, ma
               help="Gather concurrent requests into one model run. Default: on.")
 @click.option("--max-request-bytes", default=64 * 1024 * 1024, type=click.IntRange(min=1024),
               help="Largest request body accepted; larger ones get 413. Default: 67108864 (64 MiB).")
+@click.option("--max-shared-memory-regions", default=64, type=click.IntRange(min=0),
+              help="System shared memory regions clients may register at once (Triton's extension); "
+                   "0 turns it off. Default: 64.")
+@click.option("--max-shared-memory-bytes", default=1 << 30, type=click.IntRange(min=0),
+              help="Bytes the registered regions may cover together. Default: 1073741824 (1 GiB).")
 @click.option("--providers", default=None,
               help="Comma-separated onnxruntime execution providers (cpu, cuda, tensorrt) for ONNX "
                    "models. Default: the best available (TensorRT, CUDA, CPU).")
@@ -339,7 +344,8 @@ def parity(paths, reference, save_run, strict, split, data_dir, data, labels, ma
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="Log level; debug logs one line per request. Default: info.")
 def serve_cmd(models, host, port, grpc_port, metrics_port, max_batch_size, max_queue_delay_ms, max_queue_size,
-              dynamic_batching, max_request_bytes, providers, threads, log_level):
+              dynamic_batching, max_request_bytes, max_shared_memory_regions, max_shared_memory_bytes, providers,
+              threads, log_level):
     """Serve ONNX models and TensorRT engines over the Open Inference Protocol (KServe v2) with dynamic batching.
 
     MODELS are .onnx files, TensorRT engines (.plan/.engine with their
@@ -374,6 +380,8 @@ def serve_cmd(models, host, port, grpc_port, metrics_port, max_batch_size, max_q
                            max_batch_size=max_batch_size, dynamic_batching=dynamic_batching,
                            max_queue_delay_ms=max_queue_delay_ms,
                            max_queue_size=max_queue_size, max_request_bytes=max_request_bytes,
+                           max_shared_memory_regions=max_shared_memory_regions,
+                           max_shared_memory_bytes=max_shared_memory_bytes,
                            providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
                            threads=threads)
         running.append(server)

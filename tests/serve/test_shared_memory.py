@@ -3,6 +3,7 @@ driven by tritonclient.http and tritonclient.grpc with regions made by tritoncli
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import os
@@ -516,3 +517,32 @@ def test_the_server_closes_every_region_when_it_stops_and_checks_its_limits(mode
     assert shm_file(key).stat().st_size == 16  # the client's file stays, unchanged
     with pytest.raises(EdgehalError, match="shared memory limits"):
         ServerOptions(max_shared_memory_regions=-1)
+
+
+def test_the_shared_memory_limits_are_options_of_serve_and_the_cli(model_path, make_region, tmp_path):
+    from edgehal.cli import serve_cmd
+    from edgehal.serve.shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
+
+    from .conftest import run_server
+
+    # The documented defaults are the registry's own.
+    defaults = {p.name: p.default for p in serve_cmd.params}
+    assert (defaults["max_shared_memory_regions"], defaults["max_shared_memory_bytes"]) == (
+        DEFAULT_MAX_REGIONS, DEFAULT_MAX_BYTES)
+    signature = inspect.signature(edgehal.serve).parameters
+    assert (signature["max_shared_memory_regions"].default, signature["max_shared_memory_bytes"].default) == (
+        DEFAULT_MAX_REGIONS, DEFAULT_MAX_BYTES)
+    key, _ = make_region(64)
+    # In process: one region at most; the second registration is refused and the first stays.
+    with edgehal.serve([model_path], threads=1, max_shared_memory_regions=1) as s:
+        client = httpclient.InferenceServerClient(url=s.address)
+        client.register_system_shared_memory("a", key, 16)
+        with pytest.raises(InferenceServerException, match="would be region 2 of at most 1"):
+            client.register_system_shared_memory("b", key, 16, offset=16)
+        assert [r["name"] for r in client.get_system_shared_memory_status()] == ["a"]
+    # From the command line: 32 bytes in all.
+    with run_server([model_path], tmp_path / "logs", "--max-shared-memory-bytes", "32") as server:
+        client = httpclient.InferenceServerClient(url=server.url)
+        client.register_system_shared_memory("a", key, 32)
+        with pytest.raises(InferenceServerException, match="at most 32 bytes in all"):
+            client.register_system_shared_memory("b", key, 1, offset=32)
