@@ -7,6 +7,10 @@ limits and statistics. The protocol's messages are the generated modules
 ``service_pb2_grpc``, ``model_config_pb2``), imported when the gRPC server
 starts; none is written here.
 
+``ModelStreamInfer`` runs each request of a stream as a ``ModelInfer`` and answers them on the
+stream in the order they came, errors in-band (``error_message``), as Triton does for models that
+answer each request once.
+
 A ``ModelInferRequest`` becomes the same ``$inference_request`` document the HTTP
 path parses, with every ``raw_input_contents`` entry as a binary input, and goes
 through the same validation (:func:`~edgehal.serve.protocol.decode_infer_document`);
@@ -42,6 +46,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
@@ -71,6 +77,9 @@ log = logging.getLogger("edgehal.serve")
 # refused by grpc with RESOURCE_EXHAUSTED. Below the batchers' default queue length (256), so past
 # 128 concurrent gRPC calls a client sees RESOURCE_EXHAUSTED where HTTP would queue or answer 503.
 GRPC_WORKERS = 128
+# Requests of one ModelStreamInfer stream waiting for their answers at most; past it the stream
+# is not read until an answer has gone out.
+STREAM_WINDOW = 64
 
 # The typed ``InferTensorContents`` field of each datatype; FP16 and BF16 have none (raw only).
 CONTENTS_FIELD = {
@@ -172,8 +181,9 @@ def request_document(request: Any) -> tuple[dict[str, Any], bytes]:
 class InferenceServicer:
     """``GRPCInferenceService``'s health, metadata, inference and statistics RPCs on a data plane.
 
-    The RPCs not served here (repository control, tracing, logging, streaming) answer
-    UNIMPLEMENTED, from the generated base class; CUDA shared memory answers UNIMPLEMENTED
+    ``ModelStreamInfer`` is served by :func:`_streamed` over ``ModelInfer``. The RPCs not
+    served here (repository control, tracing, logging) answer UNIMPLEMENTED, from the
+    generated base class; CUDA shared memory answers UNIMPLEMENTED
     with a message that says only system shared memory is served.
     """
 
@@ -321,6 +331,59 @@ def _guarded(method: Callable[[Any, Any], Awaitable[Any]], name: str,
     return rpc
 
 
+def _streamed(method: Callable[[Any, Any], Awaitable[Any]], pb: Any,
+              loop: asyncio.AbstractEventLoop) -> Callable[[Any, Any], Any]:
+    """``ModelStreamInfer``: each request of the stream is a ``ModelInfer`` on the serving loop, answered
+    on the stream in the order the requests came; an error answers that request in-band
+    (``error_message``, as Triton does) and the stream goes on.
+
+    A reader thread hands the requests to the loop as they arrive, so the requests of one stream
+    are batched together like concurrent calls; at most :data:`STREAM_WINDOW` of them wait for
+    their answers at once, after which the reader stops reading (grpc's flow control then holds
+    the client back)."""
+
+    def in_band(exc: BaseException) -> Any:
+        code, message = code_of(exc)
+        if code.name == "INTERNAL":
+            log.error("bug while serving gRPC ModelStreamInfer", exc_info=exc)
+        return pb.ModelStreamInferResponse(error_message=message)
+
+    def rpc(request_iterator: Any, context: Any) -> Any:
+        pending: queue.SimpleQueue = queue.SimpleQueue()
+        window = threading.BoundedSemaphore(STREAM_WINDOW)
+        done = object()
+
+        def read() -> None:
+            try:
+                for request in request_iterator:
+                    window.acquire()
+                    if isinstance(request, Unparsable):
+                        pending.put(InvalidRequest("request message", f"is not a valid {request.message_type} "
+                                                   f"({request.error})", f"a serialized {request.message_type}"))
+                    else:
+                        pending.put(asyncio.run_coroutine_threadsafe(method(request, context), loop))
+            except Exception as exc:  # noqa: BLE001 - the client went away or cancelled: the stream ends
+                log.debug("gRPC ModelStreamInfer: the request stream ended (%s)", exc)
+            finally:
+                pending.put(done)
+
+        threading.Thread(target=read, name="edgehal-grpc-stream", daemon=True).start()
+        while (item := pending.get()) is not done:
+            try:
+                if isinstance(item, BaseException):
+                    raise item
+                answer = pb.ModelStreamInferResponse(infer_response=item.result())
+            except Exception as exc:  # noqa: BLE001 - every error is this request's answer
+                answer = in_band(exc)
+            finally:
+                # before the yield: grpc drops this generator at a yield when the client cancels,
+                # and the reader, given room, then finds the request stream ended and stops
+                window.release()
+            yield answer
+
+    return rpc
+
+
 _RPCS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
          "ModelStatistics", "ModelInfer", "SystemSharedMemoryStatus", "SystemSharedMemoryRegister",
          "SystemSharedMemoryUnregister")
@@ -373,6 +436,7 @@ async def start_grpc(plane: DataPlane, *, host: str, port: int, max_request_byte
         setattr(base, name, _guarded(getattr(servicer, name), name, loop))
     for name in _CUDA_SHM_RPCS:
         setattr(base, name, _guarded(servicer.CudaSharedMemory, name, loop))
+    base.ModelStreamInfer = _streamed(servicer.ModelInfer, service_pb2, loop)
     # grpc's thread-pool server, not grpc.aio: the aio server asks for one new call at a time
     # (its main loop awaits each before requesting the next), so under load the batcher found
     # one request waiting and batched nothing (mean batch 1.03 at 16 clients against HTTP's

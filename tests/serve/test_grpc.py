@@ -323,3 +323,93 @@ def test_grpc_and_http_share_the_in_flight_byte_budget(model_path, ort_session):
         # the budget is free again
         assert stub.ModelInfer(request, timeout=60).outputs[0].name == "logits"
         assert stub.ServerReady(service_pb2.ServerReadyRequest()).ready
+
+
+# ---------------------------------------------------------------------------
+# ModelStreamInfer
+
+
+def test_stream_infer_answers_every_request_in_order_with_errors_in_band(client, ort_session):
+    import queue
+
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    xs = [images(1 + k % 3, seed=100 + k) for k in range(12)]
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for k, x in enumerate(xs):
+            client.async_stream_infer(MODEL, [infer_input(x)], request_id=str(k))
+            if k == 4:  # an unknown model and a wrong shape amid the good requests
+                client.async_stream_infer("no_such_model", [infer_input(x)], request_id="bad-model")
+                client.async_stream_infer(MODEL, [infer_input(x.reshape(-1, 1, 784, 1))], request_id="bad-shape")
+    finally:
+        client.stop_stream()  # closes the request stream and waits for every answer
+    got = [answers.get(timeout=30) for _ in range(len(xs) + 2)]
+    assert answers.empty()
+    good = [r for r, e in got if e is None]
+    errors = [str(e) for r, e in got if e is not None]
+    # in the order sent: the first five, the two errors, the rest
+    assert [r.get_response().id for r in good] == [str(k) for k in range(len(xs))]
+    assert [r is None for r, _ in got] == [False] * 5 + [True] * 2 + [False] * 7
+    assert "model 'no_such_model'" in errors[0] and "is not served here" in errors[0]
+    assert "input 'input'" in errors[1] and f"has shape [{len(xs[4])}, 1, 784, 1]" in errors[1]
+    for r, x in zip(good, xs):
+        logits, aux = ort_session.run(["logits", "aux_case1"], {"input": x})
+        np.testing.assert_allclose(r.as_numpy("logits"), logits, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(r.as_numpy("aux_case1"), aux, rtol=1e-5, atol=1e-6)
+    assert client.is_server_ready()
+
+
+def _infer_request_bytes(x: np.ndarray, request_id: str) -> bytes:
+    return service_pb2.ModelInferRequest(
+        model_name=MODEL, id=request_id, raw_input_contents=[x.tobytes()],
+        inputs=[service_pb2.ModelInferRequest.InferInputTensor(name="input", datatype="FP32",
+                                                               shape=list(x.shape))]).SerializeToString()
+
+
+def test_stream_a_message_that_does_not_parse_is_answered_in_band_and_the_stream_goes_on(grpc_server, ort_session):
+    x = images(2, seed=7)
+    with grpc.insecure_channel(grpc_server.grpc_address) as channel:
+        call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                                     response_deserializer=service_pb2.ModelStreamInferResponse.FromString)
+        first, second = list(call(iter([b"\xff\xff\xff\xff not a protobuf message", _infer_request_bytes(x, "ok")]),
+                                  timeout=30))
+    assert "is not a valid inference.ModelInferRequest" in first.error_message
+    assert not first.HasField("infer_response")
+    assert second.error_message == "" and second.infer_response.id == "ok"
+    logits = np.frombuffer(second.infer_response.raw_output_contents[0], np.float32).reshape(2, 10)
+    np.testing.assert_allclose(logits, ort_session.run(["logits"], {"input": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_cancelled_stream_leaves_the_server_serving(slow_model_path):
+    """The client cancels while the stream's window is full (the slow model keeps 64 requests waiting):
+    the stream's reader thread must not wait for room for ever."""
+    def request(k: int) -> bytes:
+        return service_pb2.ModelInferRequest(
+            model_name="slow", id=str(k), raw_input_contents=[np.full((1, 1024), k, np.float32).tobytes()],
+            inputs=[service_pb2.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[1, 1024])]
+        ).SerializeToString()
+
+    def requests():  # more requests than the window; the client goes away before the last
+        for k in range(200):
+            yield request(k)
+        time.sleep(60)
+
+    def readers() -> int:  # the server's per-stream reader threads (this process runs the server)
+        return sum(t.name == "edgehal-grpc-stream" for t in threading.enumerate())
+
+    with edgehal.serve([slow_model_path], grpc_port=free_port(), threads=1) as server:
+        with grpc.insecure_channel(server.grpc_address) as channel:
+            call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                                         response_deserializer=service_pb2.ModelStreamInferResponse.FromString)
+            responses = call(requests(), timeout=60)
+            assert next(responses).infer_response.id == "0"
+            time.sleep(0.3)  # the reader fills the window meanwhile: a batch of the slow model takes seconds
+            assert readers() == 1
+            responses.cancel()
+        client = grpcclient.InferenceServerClient(url=server.grpc_address)
+        assert client.is_server_ready()
+        deadline = time.monotonic() + 30  # the stream's reader thread ends too
+        while readers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert readers() == 0
+        client.close()
