@@ -13,7 +13,8 @@ answer each request once.
 
 A ``ModelInferRequest`` becomes the same ``$inference_request`` document the HTTP
 path parses, with every ``raw_input_contents`` entry as a binary input, and goes
-through the same validation (:func:`~edgehal.serve.protocol.decode_infer_document`);
+through the same validation (:func:`~edgehal.serve.protocol.decode_infer_document`, which keeps a
+parse plan per request header for all-raw requests, as HTTP does for binary ones);
 the outputs come back as ``raw_output_contents`` (as Triton answers). Typed
 ``contents`` are accepted too. Exceptions become status codes in one table
 (:func:`error_codes`), the classes of HTTP's table in the same order:
@@ -49,7 +50,7 @@ import logging
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from edgehal.errors import EdgehalError
 from edgehal.serve.app import InflightBytes
@@ -130,11 +131,11 @@ def _serialize_bytes(values: Any) -> bytes:
     return b"".join(len(v).to_bytes(4, "little") + v for v in values)
 
 
-def request_document(request: Any) -> tuple[dict[str, Any], bytes]:
-    """A ``ModelInferRequest`` as the ``$inference_request`` document the HTTP path parses, and the
-    bytes of its binary inputs (``raw_input_contents``, and typed BYTES) one after another.
-    Inputs in shared memory have no ``raw_input_contents`` entry (as tritonclient sends them)."""
-    raw = request.raw_input_contents
+def request_document(request: Any, raw: Sequence[bytes]) -> tuple[dict[str, Any], bytes]:
+    """A ``ModelInferRequest`` whose ``raw_input_contents`` are ``raw`` as the ``$inference_request``
+    document the HTTP path parses, and the bytes of its binary inputs (``raw``, and typed BYTES) one
+    after another. Inputs in shared memory have no ``raw_input_contents`` entry (as tritonclient
+    sends them)."""
     in_body = [t for t in request.inputs if "shared_memory_region" not in t.parameters]
     if raw and len(raw) != len(in_body):
         raise InvalidRequest("raw_input_contents", f"has {len(raw)} entries for {len(in_body)} inputs "
@@ -247,8 +248,16 @@ class InferenceServicer:
         shm = self.plane.shared_memory
 
         def decode() -> InferRequest:
-            doc, body = request_document(request)
-            return decode_infer_document(doc, body, io, shared_memory=shm)
+            raw = list(request.raw_input_contents)
+            if not raw:  # typed contents or shared memory: no parse plan
+                doc, body = request_document(request, raw)
+                return decode_infer_document(lambda: doc, body, io, shared_memory=shm)
+            # The message without its tensor bytes, with each tensor's size: what the parse plan is
+            # kept under, as HTTP keeps one under the JSON header's bytes.
+            del request.raw_input_contents[:]
+            key = (request.SerializeToString(deterministic=True), tuple(map(len, raw)))
+            return decode_infer_document(lambda: request_document(request, raw)[0], b"".join(raw), io, key=key,
+                                         shared_memory=shm)
 
         def encode(infer: InferRequest, results: Any) -> Any:
             response = pb.ModelInferResponse(model_name=io.name, model_version=io.version, id=infer.id or "")

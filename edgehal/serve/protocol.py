@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -83,7 +83,9 @@ class ModelIO:
     labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # output -> class names
     input_by_name: dict[str, TensorSpec] = field(init=False, repr=False)
     output_by_name: dict[str, TensorSpec] = field(init=False, repr=False)
-    plans: dict[bytes, "_Plan"] = field(init=False, repr=False)  # see decode_infer_request
+    # parse plans by request header: the JSON header's bytes (HTTP) or a transport's own key (gRPC);
+    # see decode_infer_request and decode_infer_document
+    plans: dict[Hashable, "_Plan"] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.input_by_name = {t.name: t for t in self.inputs}
@@ -232,18 +234,39 @@ def decode_infer_request(body: bytes, header_length: str | None, io: ModelIO, *,
     if plan is not None and plan.binary_size == size - hl:
         return plan.decode(body, hl)
     request, binary_inputs = _decode(loads(header), body, hl, io, shared_memory)
-    if binary_inputs is not None:
-        if len(io.plans) >= PLAN_CACHE_SIZE:  # bounded: a client varying its header only churns it
-            io.plans.clear()
-        request.plan = io.plans[header] = _Plan(request, binary_inputs, size - hl, io)
+    _remember(io, header, request, binary_inputs, size - hl)
     return request
 
 
-def decode_infer_document(doc: Mapping[str, Any], body: bytes, io: ModelIO, *,
+def _remember(io: ModelIO, key: Hashable, request: InferRequest, binary_inputs: list[tuple] | None,
+              binary_size: int) -> None:
+    """Keep the parse plan of an all-binary request under ``key``, the whole of its header."""
+    if binary_inputs is None:
+        return
+    if len(io.plans) >= PLAN_CACHE_SIZE:  # bounded: a client varying its header only churns it
+        io.plans.clear()
+    request.plan = io.plans[key] = _Plan(request, binary_inputs, binary_size, io)
+
+
+def decode_infer_document(document: Callable[[], Mapping[str, Any]], body: bytes, io: ModelIO, *,
+                          key: Hashable = None,
                           shared_memory: SharedMemoryRegistry | None = None) -> InferRequest:
-    """Validate an already parsed ``$inference_request`` whose binary inputs (``binary_data_size``)
-    lie in ``body`` one after another: the seam for transports other than HTTP/JSON (gRPC)."""
-    return _decode(doc, body, 0, io, shared_memory)[0]
+    """Validate the ``$inference_request`` that ``document()`` builds, whose binary inputs
+    (``binary_data_size``) lie in ``body`` one after another: the seam for transports other than
+    HTTP/JSON (gRPC).
+
+    ``key`` stands for everything of the request but its binary data, the sizes of each binary
+    input included (so equal keys mean equal documents): with one, an all-binary request's parse
+    plan is kept under it, and a request with a known key is decoded by its plan without building
+    the document. None: no plan."""
+    if key is not None:
+        plan = io.plans.get(key)
+        if plan is not None and plan.binary_size == len(body):
+            return plan.decode(body, 0)
+    request, binary_inputs = _decode(document(), body, 0, io, shared_memory)
+    if key is not None:
+        _remember(io, key, request, binary_inputs, len(body))
+    return request
 
 
 def _decode(doc: Any, body: bytes, hl: int, io: ModelIO,
