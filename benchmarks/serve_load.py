@@ -495,7 +495,52 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-class ServerProcess:
+class Process:
+    """A server in its own process: its CPU seconds, and a graceful stop."""
+
+    proc: subprocess.Popen
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class FloorProcess(Process):
+    """One of ``transport_floor.py``'s servers, pinned like edgehal serve; its port."""
+
+    def __init__(self, protocol: str, responses: Path, core: int | None, log_dir: Path) -> None:
+        cmd, preexec = pin_cmd([sys.executable, str(HERE / "transport_floor.py"), protocol,
+                                "--response-dir", str(responses)], core)
+        self.log_path = log_dir / f"floor-{protocol}-{time.monotonic_ns()}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                         preexec_fn=preexec)  # noqa: PLW1509 - only sets affinity
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                m = re.search(rf"listening on {protocol}://[\d.]+:(\d+)", self.log_path.read_text(errors="replace"))
+                if m:
+                    self.port = int(m.group(1))
+                    break
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{protocol} floor server did not start:\n{self.log_path.read_text()}")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+
+
+class ServerProcess(Process):
     def __init__(self, model: Path, args: list[str], core: int | None, log_dir: Path, *, grpc: bool) -> None:
         self.grpc_port = free_port() if grpc else 0
         cmd = [sys.executable, "-m", "edgehal.cli", "serve", str(model), "--host", "127.0.0.1", "--port", "0",
@@ -539,10 +584,6 @@ class ServerProcess:
             time.sleep(0.05)
         raise SystemExit(f"server never became ready:\n{self.log_path.read_text()}")
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def counters(self) -> tuple[float, float]:
         import urllib.request
 
@@ -552,15 +593,6 @@ class ServerProcess:
         def total(name: str) -> float:
             return sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} (\S+)$", text, re.MULTILINE))
         return total("edgehal_inferences_total"), total("edgehal_executions_total")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 # ---------------------------------------------------------------------------
@@ -744,15 +776,14 @@ def measure_floors(protocols: list[str], concurrencies: list[int], args: argpars
                    expected: list[dict[str, np.ndarray]], work: Path) -> list[dict]:
     """Each protocol's transport floor (``transport_floor.py``: the same server stack answering fixed bytes of
     the real answer's size) under the same load generator, requests, core and concurrencies."""
-    from transport_floor import FloorProcess, write_responses
+    from transport_floor import write_responses
 
     responses = work / "floor"
     responses.mkdir(exist_ok=True)
     write_responses(responses, model_name, [(name, list(expected[0][name].shape)) for name in outputs])
-    pin = ["taskset", "-c", str(args.pin_core)] if args.pin_core is not None and shutil.which("taskset") else []
     rows = []
     for protocol in protocols:
-        server = FloorProcess(protocol, responses, pin, work)
+        server = FloorProcess(protocol, responses, args.pin_core, work)
         try:
             if protocol == "http":
                 payload, reqs = "binary", make_requests(model_name, input_name, outputs, "binary", "127.0.0.1",

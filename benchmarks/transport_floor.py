@@ -32,13 +32,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
 import signal
-import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -127,46 +123,6 @@ def serve_grpc(directory: Path) -> None:
     print(f"listening on grpc://{HOST}:{port}", flush=True)
     stop.wait()
     server.stop(1).wait()
-
-
-class FloorProcess:
-    """One floor server in its own process, pinned like edgehal serve; its port and CPU seconds."""
-
-    def __init__(self, protocol: str, directory: Path, pin: list[str], log_dir: Path) -> None:
-        cmd = [*pin, sys.executable, str(Path(__file__).resolve()), protocol, "--response-dir", str(directory)]
-        self.log_path = log_dir / f"floor-{protocol}-{time.monotonic_ns()}.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        try:
-            self.port = self._wait_port(protocol)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_port(self, protocol: str) -> int:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            m = re.search(rf"listening on {protocol}://[\d.]+:(\d+)", self.log_path.read_text(errors="replace"))
-            if m:
-                return int(m.group(1))
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise SystemExit(f"{protocol} floor server did not start:\n{self.log_path.read_text()}")
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
