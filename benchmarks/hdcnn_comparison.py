@@ -123,22 +123,6 @@ def _spread(values: list[float]) -> dict:
             "std": statistics.stdev(values) if len(values) > 1 else None}
 
 
-def paired_against(base: dict[int, float], errors: dict[int, float]) -> dict | None:
-    """Two-sided paired t-test of a model's test error against the baseline's over the seeds both have (seed k
-    against seed k: the same data order and augmentation stream); None with fewer than two such seeds. With three
-    seeds it finds only large effects: p above 0.05 means the seeds cannot tell the two apart."""
-    from scipy import stats
-
-    common = sorted(set(base) & set(errors))
-    if len(common) < 2:
-        return None
-    diffs = [errors[k] - base[k] for k in common]
-    p_value = (float(stats.ttest_rel([errors[k] for k in common], [base[k] for k in common]).pvalue)
-               if len(set(diffs)) > 1 else None)  # no spread in the differences: t is undefined
-    return {"test": "paired t-test over seeds, two-sided", "seeds": common,
-            "mean_difference_pp": statistics.fmean(diffs), "p_value": p_value}
-
-
 def summarize(models: dict[str, list[dict]], seeds: list[int], epochs: int) -> list[dict]:
     """One row per model from the saved runs: main error over seeds and, for HD-CNN, where it comes from."""
     main_head = {"baseline": "logits", "hal_case1": "logits"}
@@ -157,19 +141,20 @@ def summarize(models: dict[str, list[dict]], seeds: list[int], epochs: int) -> l
             row["fine_error_sources"] = {k: _spread([r["fine_error_sources"][k] for r in runs])
                                          for k in ("coarse_wrong", "coarse_right")}
         rows.append(row)
-    base = next((r for r in rows if r["model"] == "baseline"), None)
-    for row in rows:
-        if base is not None and row is not base:
-            row["against_baseline"] = paired_against(dict(zip(base["seeds"], base["test_error_percent"])),
-                                                     dict(zip(row["seeds"], row["test_error_percent"])))
+    # each model against the baseline as the HAL table does it: paired t over the seeds both have
+    from reproduce_hal import paired_test
+
+    for row, (name, runs) in zip(rows, models.items()):
+        if name != "baseline" and "baseline" in models:
+            row["against_baseline"] = paired_test(
+                models["baseline"], [r | {"main_head": main_head.get(name, "fine")} for r in runs])
     return rows
 
 
 def _against(test: dict | None) -> str:
     if not test:
         return ""
-    p = "p undefined (equal differences)" if test["p_value"] is None else f"p = {test['p_value']:.2f}"
-    return f"{test['mean_difference_pp']:+.2f} pp, {p} (seeds {','.join(map(str, test['seeds']))})"
+    return f"{test['mean_difference_pp']:+.2f} pp, p = {test['p_value']:.2f} (seeds {','.join(map(str, test['seeds']))})"
 
 
 def _ms(s: dict) -> str:
