@@ -701,14 +701,8 @@ def main(argv: list[str] | None = None) -> int:
                         for c in concurrencies:
                             inf0, ex0 = server.counters()
                             cpu0 = server.cpu_seconds()
-                            if protocol == "http":
-                                loop = http_closed_loop("127.0.0.1", server.port, reqs, c, args.warmup,
-                                                        args.duration, args.max_requests)
-                            else:
-                                loop = grpc_closed_loop("127.0.0.1", server.grpc_port, reqs, c, args.grpc_channels,
-                                                        args.warmup, args.duration, args.max_requests)
-                            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                                r, first = runner.run(loop)
+                            r, first = run_cell(protocol, server.port if protocol == "http" else server.grpc_port,
+                                                reqs, c, args)
                             cpu1 = server.cpu_seconds()
                             inf1, ex1 = server.counters()
                             check_first_answer(first, protocol, payload, c, expected, outputs)
@@ -771,6 +765,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_cell(protocol: str, port: int, requests: list[bytes], concurrency: int,
+             args: argparse.Namespace) -> tuple[dict, tuple[int, Any] | None]:
+    """One closed-loop cell against the server on ``port``: its results and first good answer."""
+    if protocol == "http":
+        loop = http_closed_loop("127.0.0.1", port, requests, concurrency, args.warmup, args.duration,
+                                args.max_requests)
+    else:
+        loop = grpc_closed_loop("127.0.0.1", port, requests, concurrency, args.grpc_channels, args.warmup,
+                                args.duration, args.max_requests)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(loop)
+
+
 def measure_floors(protocols: list[str], concurrencies: list[int], args: argparse.Namespace, model_name: str,
                    input_name: str, outputs: list[str], inputs: list[np.ndarray],
                    expected: list[dict[str, np.ndarray]], work: Path) -> list[dict]:
@@ -792,14 +799,7 @@ def measure_floors(protocols: list[str], concurrencies: list[int], args: argpars
                 payload, reqs = "raw", make_grpc_requests(model_name, input_name, outputs, inputs)
             for c in concurrencies:
                 cpu0 = server.cpu_seconds()
-                if protocol == "http":
-                    loop = http_closed_loop("127.0.0.1", server.port, reqs, c, args.warmup, args.duration,
-                                            args.max_requests)
-                else:
-                    loop = grpc_closed_loop("127.0.0.1", server.port, reqs, c, args.grpc_channels, args.warmup,
-                                            args.duration, args.max_requests)
-                with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                    r, first = runner.run(loop)
+                r, first = run_cell(protocol, server.port, reqs, c, args)
                 cpu1 = server.cpu_seconds()
                 if first is not None:  # the fixed answer must at least be a well-formed one of the same outputs
                     got = decode_grpc_answer(first[1]) if protocol == "grpc" else decode_http_answer(*first[1], payload)

@@ -40,11 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgehal.serve.app import ServerOptions
+from edgehal.serve.grpc import GRPC_WORKERS
+
 HOST = "127.0.0.1"
 SERVICE = "inference.GRPCInferenceService"
-# The same as edgehal serve's gRPC server (edgehal.serve.grpc.GRPC_WORKERS) and HTTP body limit.
-GRPC_WORKERS = 128
-MAX_REQUEST_BYTES = 64 * 1024 * 1024
+MAX_REQUEST_BYTES = ServerOptions.max_request_bytes  # edgehal serve's default body limit
 
 
 def write_responses(directory: Path, model: str, outputs: list[tuple[str, list[int]]]) -> None:
