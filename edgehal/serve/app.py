@@ -45,7 +45,7 @@ from edgehal.serve.dataplane import DataPlane
 from edgehal.serve.protocol import (InvalidRequest, ModelNotFound, PayloadTooLarge, Unavailable,
                                     dumps, loads)
 from edgehal.serve.shared_memory import (DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS, RegionNotFound,
-                                         cuda_unsupported)
+                                         cuda_region_not_found, cuda_unsupported)
 
 log = logging.getLogger("edgehal.serve")
 
@@ -204,8 +204,20 @@ class Handlers:
         self.plane.shared_memory.unregister(request.match_info.get("name"))
         return _json(200, b"{}")
 
-    async def cuda_shm(self, request: web.Request) -> web.Response:
-        raise cuda_unsupported()
+    # CUDA shared memory, as a Triton built without GPU support answers: no region can be
+    # registered, so the status lists none and unregistering (one or all) has nothing to do.
+    # Clients that clean up both kinds (perf_analyzer, tritonclient's helpers) then succeed.
+    async def cuda_shm_status(self, request: web.Request) -> web.Response:
+        name = request.match_info.get("name")
+        if name:
+            raise cuda_region_not_found(name)
+        return _json(200, b"[]")
+
+    async def cuda_shm_register(self, request: web.Request) -> web.Response:
+        raise cuda_unsupported(request.match_info["name"])
+
+    async def cuda_shm_unregister(self, request: web.Request) -> web.Response:
+        return _json(200, b"{}")
 
     # -- inference -------------------------------------------------------
     def _too_large(self, length: int | None) -> PayloadTooLarge:
@@ -288,11 +300,11 @@ def routes(h: Handlers) -> list[web.RouteDef]:
         web.post("/v2/systemsharedmemory/region/{name}/register", h.shm_register),
         web.post("/v2/systemsharedmemory/unregister", h.shm_unregister),
         web.post("/v2/systemsharedmemory/region/{name}/unregister", h.shm_unregister),
-        web.get("/v2/cudasharedmemory/status", h.cuda_shm),
-        web.get("/v2/cudasharedmemory/region/{name}/status", h.cuda_shm),
-        web.post("/v2/cudasharedmemory/region/{name}/register", h.cuda_shm),
-        web.post("/v2/cudasharedmemory/unregister", h.cuda_shm),
-        web.post("/v2/cudasharedmemory/region/{name}/unregister", h.cuda_shm),
+        web.get("/v2/cudasharedmemory/status", h.cuda_shm_status),
+        web.get("/v2/cudasharedmemory/region/{name}/status", h.cuda_shm_status),
+        web.post("/v2/cudasharedmemory/region/{name}/register", h.cuda_shm_register),
+        web.post("/v2/cudasharedmemory/unregister", h.cuda_shm_unregister),
+        web.post("/v2/cudasharedmemory/region/{name}/unregister", h.cuda_shm_unregister),
     ]
 
 

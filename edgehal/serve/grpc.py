@@ -26,7 +26,7 @@ message over ``--max-request-bytes``        RESOURCE_EXHAUSTED (refused by grpc 
 unknown model or version                    NOT_FOUND
 unknown shared memory region                NOT_FOUND
 shared memory region registered already     ALREADY_EXISTS
-CUDA shared memory                          UNIMPLEMENTED
+CUDA shared memory region offered           INVALID_ARGUMENT (no GPU memory: as Triton without GPUs)
 not ready, shutting down, queue full        UNAVAILABLE
 anything else (a bug)                       INTERNAL
 =========================================  ===================
@@ -66,9 +66,9 @@ from edgehal.serve.protocol import (
     raw_outputs,
 )
 from edgehal.serve.shared_memory import (
-    CudaSharedMemoryUnsupported,
     RegionExists,
     RegionNotFound,
+    cuda_region_not_found,
     cuda_unsupported,
 )
 
@@ -103,7 +103,6 @@ def error_codes() -> tuple[tuple[type[BaseException], Any], ...]:
     return ((InflightExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
             (PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
             (RegionExists, grpc.StatusCode.ALREADY_EXISTS),
-            (CudaSharedMemoryUnsupported, grpc.StatusCode.UNIMPLEMENTED),
             (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
             (ModelNotFound, grpc.StatusCode.NOT_FOUND),
             (RegionNotFound, grpc.StatusCode.NOT_FOUND),
@@ -184,8 +183,8 @@ class InferenceServicer:
 
     ``ModelStreamInfer`` is served by :func:`_streamed` over ``ModelInfer``. The RPCs not
     served here (repository control, tracing, logging) answer UNIMPLEMENTED, from the
-    generated base class; CUDA shared memory answers UNIMPLEMENTED
-    with a message that says only system shared memory is served.
+    generated base class. CUDA shared memory answers as a Triton built without GPU support:
+    status lists no region, unregistering succeeds, registering is INVALID_ARGUMENT.
     """
 
     def __init__(self, plane: DataPlane, pb: Any, config_pb: Any, inflight: InflightBytes) -> None:
@@ -294,8 +293,17 @@ class InferenceServicer:
         self.plane.shared_memory.unregister(request.name)
         return self.pb.SystemSharedMemoryUnregisterResponse()
 
-    async def CudaSharedMemory(self, request: Any, context: Any) -> Any:
-        raise cuda_unsupported()
+    # CUDA shared memory as a Triton built without GPU support answers (see app.Handlers)
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        if request.name:
+            raise cuda_region_not_found(request.name)
+        return self.pb.CudaSharedMemoryStatusResponse()
+
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        raise cuda_unsupported(request.name)
+
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        return self.pb.CudaSharedMemoryUnregisterResponse()
 
 
 class Unparsable:
@@ -395,8 +403,8 @@ def _streamed(method: Callable[[Any, Any], Awaitable[Any]], pb: Any,
 
 _RPCS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
          "ModelStatistics", "ModelInfer", "SystemSharedMemoryStatus", "SystemSharedMemoryRegister",
-         "SystemSharedMemoryUnregister")
-_CUDA_SHM_RPCS = ("CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister")
+         "SystemSharedMemoryUnregister", "CudaSharedMemoryStatus", "CudaSharedMemoryRegister",
+         "CudaSharedMemoryUnregister")
 
 
 def _add_service(servicer: Any, server: Any, pb: Any) -> None:
@@ -443,8 +451,6 @@ async def start_grpc(plane: DataPlane, *, host: str, port: int, max_request_byte
     # serve the RPC; the generated base class's UNIMPLEMENTED answers elsewhere.
     for name in _RPCS:
         setattr(base, name, _guarded(getattr(servicer, name), name, loop))
-    for name in _CUDA_SHM_RPCS:
-        setattr(base, name, _guarded(servicer.CudaSharedMemory, name, loop))
     base.ModelStreamInfer = _streamed(servicer.ModelInfer, service_pb2, loop)
     # grpc's thread-pool server, not grpc.aio: the aio server asks for one new call at a time
     # (its main loop awaits each before requesting the next), so under load the batcher found

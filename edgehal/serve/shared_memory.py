@@ -56,12 +56,20 @@ class RegionExists(InvalidRequest):
 
 
 class CudaSharedMemoryUnsupported(InvalidRequest):
-    """CUDA shared memory was asked for; only system shared memory is served (400, gRPC UNIMPLEMENTED)."""
+    """A CUDA shared-memory region was offered; this server has no GPU memory to map it into
+    (400, gRPC INVALID_ARGUMENT, as a Triton built without GPU support answers)."""
 
 
-def cuda_unsupported() -> CudaSharedMemoryUnsupported:
-    return CudaSharedMemoryUnsupported("CUDA shared memory", "is not supported by this server",
+def cuda_unsupported(name: str) -> CudaSharedMemoryUnsupported:
+    return CudaSharedMemoryUnsupported(f"CUDA shared memory region {name!r}", "cannot be registered: this server "
+                                       "has no CUDA shared memory (GPUs not supported)",
                                        "system shared memory (/v2/systemsharedmemory, SystemSharedMemory*)")
+
+
+def cuda_region_not_found(name: str) -> RegionNotFound:
+    """The status of a named CUDA region: none is ever registered here."""
+    return RegionNotFound(f"CUDA shared memory region {name!r}", "is not registered (this server has no CUDA "
+                          "shared memory)", "system shared memory (/v2/systemsharedmemory, SystemSharedMemory*)")
 
 
 @dataclass(frozen=True, slots=True)

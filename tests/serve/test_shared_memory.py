@@ -3,6 +3,8 @@ driven by tritonclient.http and tritonclient.grpc with regions made by tritoncli
 
 from __future__ import annotations
 
+import base64
+
 import inspect
 import itertools
 import json
@@ -449,14 +451,36 @@ def test_bad_shared_memory_requests_get_specific_errors_and_the_server_keeps_ser
     assert "shared memory region 'img' | is already registered" in message
     status, message = _error(lambda: client.get_system_shared_memory_status("nope"))
     assert status == _code(client, "404", grpc.StatusCode.NOT_FOUND) and "'nope' | is not registered" in message
-    status, message = _error(lambda: client.get_cuda_shared_memory_status())
-    assert status == _code(client, "400", grpc.StatusCode.UNIMPLEMENTED)
-    assert "CUDA shared memory | is not supported by this server" in message and "system shared memory" in message
 
     assert set(_status(client)) == {"img", "small"}
     assert client.is_server_ready() and client.is_model_ready(MODEL)
     result = client.infer(MODEL, _inputs_from(mod, "img", x.nbytes))
     assert result.as_numpy("logits").shape == (1, 10)
+
+
+def test_cuda_shared_memory_answers_as_triton_without_gpus(client, make_region):
+    """No CUDA region can be registered; status lists none and unregistering succeeds, so clients
+    that clean up both kinds of region (perf_analyzer does) finish without an error. System
+    regions are untouched by all of it."""
+    key, _ = make_region(16)
+    client.register_system_shared_memory("sys", key, 16)
+    try:
+        if isinstance(client, httpclient.InferenceServerClient):
+            assert client.get_cuda_shared_memory_status() == []
+            handle = base64.b64encode(bytes(64)).decode()  # the HTTP client sends it as given, in "b64"
+        else:
+            assert not client.get_cuda_shared_memory_status().regions
+            handle = bytes(64)
+        status, message = _error(lambda: client.register_cuda_shared_memory("gpu", handle, 0, 16))
+        assert status == _code(client, "400", grpc.StatusCode.INVALID_ARGUMENT)
+        assert "CUDA shared memory region 'gpu' | cannot be registered" in message and "system shared memory" in message
+        status, message = _error(lambda: client.get_cuda_shared_memory_status("gpu"))
+        assert status == _code(client, "404", grpc.StatusCode.NOT_FOUND) and "'gpu' | is not registered" in message
+        client.unregister_cuda_shared_memory("gpu")
+        client.unregister_cuda_shared_memory()
+        assert set(_status(client)) == {"sys"}
+    finally:
+        client.unregister_system_shared_memory("sys")
 
 
 def _inputs_from(mod, region: str, size: int) -> list:
