@@ -23,6 +23,12 @@ multiplexed on one channel by default (``--grpc-channels``). The first
 answer of each cell is decoded and compared with onnxruntime in this process
 (to 1e-5); a wrong answer stops the script. Only loopback is ever used.
 
+With ``--perf-analyzer``, Triton's own load generator (``perf_analyzer.py``
+fetches it) also loads the server at the same concurrencies, HTTP with binary
+tensors and gRPC, pinned to the same core; its cells are marked with the
+generator ``perf_analyzer``, and its CPU per request is measured as this
+script's is (its CPU seconds over the requests the server counted).
+
 Then, unless ``--no-floor``, each protocol's transport alone (``transport_floor.py``:
 the same server stack answering fixed bytes) under the same load, and from it
 the best share of the ceiling and the best concurrency-1 median any server on
@@ -56,6 +62,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
+import itertools
 import json
 import os
 import platform
@@ -585,6 +592,13 @@ class ServerProcess(Process):
         raise SystemExit(f"server never became ready:\n{self.log_path.read_text()}")
 
     def counters(self) -> tuple[float, float]:
+        """Inferences and executions (batches) the server has run."""
+        return self._metrics("edgehal_inferences_total", "edgehal_executions_total")
+
+    def failures(self) -> float:
+        return self._metrics("edgehal_inference_failures_total")[0]
+
+    def _metrics(self, *names: str) -> tuple[float, ...]:
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
@@ -592,7 +606,7 @@ class ServerProcess(Process):
 
         def total(name: str) -> float:
             return sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} (\S+)$", text, re.MULTILINE))
-        return total("edgehal_inferences_total"), total("edgehal_executions_total")
+        return tuple(total(name) for name in names)
 
 
 # ---------------------------------------------------------------------------
@@ -627,6 +641,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="Pin the server (taskset) and this load generator to this one core. Default: no pinning.")
     ap.add_argument("--server-arg", action="append", default=[], help="Extra argument for edgehal serve (repeatable).")
     ap.add_argument("--ceiling-seconds", type=float, default=3.0, help="Seconds per ceiling measurement. Default: 3.")
+    ap.add_argument("--perf-analyzer", action="store_true",
+                    help="Also load the server with Triton's perf_analyzer (C++), at the same concurrencies, for "
+                         "HTTP binary and gRPC, pinned like this script; get it first with "
+                         "'python benchmarks/perf_analyzer.py fetch'. Its cells are marked generator "
+                         "perf_analyzer.")
     ap.add_argument("--no-floor", dest="floor", action="store_false",
                     help="Skip the transport floors (benchmarks/transport_floor.py: each protocol's server "
                          "answering fixed bytes, at the same concurrencies) and the bounds derived from them.")
@@ -650,6 +669,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"batching {b!r}: choose on or off")
     if args.grpc_channels < 1:
         ap.error(f"--grpc-channels {args.grpc_channels}: at least 1")
+    pa_exe = None
+    if args.perf_analyzer:
+        import perf_analyzer
+        print(perf_analyzer.check(), flush=True)
+        pa_exe = perf_analyzer.binary()
     if "grpc" in protocols:
         try:
             import grpc  # noqa: F401
@@ -708,19 +732,26 @@ def main(argv: list[str] | None = None) -> int:
                             check_first_answer(first, protocol, payload, c, expected, outputs)
                             total_inf = inf1 - inf0
                             row = {"batching": batching, "protocol": protocol, "payload": payload, "concurrency": c,
-                                   **r, "answer_checked": first is not None,
+                                   "generator": "python", **r, "answer_checked": first is not None,
                                    "mean_batch": total_inf / (ex1 - ex0) if ex1 > ex0 else None,
                                    # includes the warm-up seconds, so slightly above the measured share
                                    "server_cpu_us_per_inference": (cpu1 - cpu0) / total_inf * 1e6 if total_inf else None}
                             rows.append(row)
                             print(format_row(row), flush=True)
+                        if pa_exe is None or payload == "json":
+                            continue
+                        for c in concurrencies:
+                            row = perf_analyzer_cell(pa_exe, server, protocol, payload, c, model_name,
+                                                     f"{input_name}:{','.join(map(str, dims))}", args, work)
+                            rows.append({"batching": batching, **row})
+                            print(format_row(rows[-1]), flush=True)
             finally:
                 server.stop()
         floors = measure_floors(protocols, concurrencies, args, model_name, input_name, outputs, inputs, expected,
                                 work) if args.floor else []
         load_after = os.getloadavg()
         targets = evaluate_targets(rows, ceil)
-        bounds = transport_bounds(floors, ceil)
+        bounds = transport_bounds(floors, ceil, rows)
         print()
         print(table(rows))
         print()
@@ -746,7 +777,10 @@ def main(argv: list[str] | None = None) -> int:
             "load_generators": {
                 "http": "asyncio HTTP/1.1, one keep-alive connection per concurrent request, pre-encoded requests",
                 "grpc": (f"grpc.aio, {args.grpc_channels} channel(s) carrying the concurrent calls, "
-                         "ModelInferRequest serialized once (raw_input_contents), sent and received as bytes")},
+                         "ModelInferRequest serialized once (raw_input_contents), sent and received as bytes"),
+                **({"perf_analyzer": "Triton's perf_analyzer (" + perf_analyzer_version(pa_exe) + "), random "
+                    "inputs, binary tensors, three measurement windows of --duration seconds"}
+                   if pa_exe is not None else {})},
             "versions": _versions(), "ceiling": ceil,
             "targets": {"throughput_ratio_to_ort_batch16_at_c16": f">= {TARGET_RATIO} (aim {AIM_RATIO})",
                         "p99_ms_at_c16": f"< {TARGET_P99_MS}", "p50_ms_at_c1": f"< {TARGET_P50_MS}",
@@ -776,6 +810,38 @@ def run_cell(protocol: str, port: int, requests: list[bytes], concurrency: int,
                                 args.duration, args.max_requests)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(loop)
+
+
+def perf_analyzer_cell(exe: Path, server: ServerProcess, protocol: str, payload: str, concurrency: int,
+                       model_name: str, shape: str, args: argparse.Namespace, work: Path) -> dict:
+    """One cell loaded by perf_analyzer, pinned to the same core: its throughput and percentiles, and the
+    server's and perf_analyzer's CPU per inference over perf_analyzer's whole run (warm-up included)."""
+    import perf_analyzer
+
+    pin = ["taskset", "-c", str(args.pin_core)] if args.pin_core is not None and shutil.which("taskset") else []
+    port = server.port if protocol == "http" else server.grpc_port
+    inf0, ex0 = server.counters()
+    failed0 = server.failures()
+    cpu0 = server.cpu_seconds()
+    r = perf_analyzer.run_cell(exe, protocol=protocol, port=port, model=model_name, concurrency=concurrency,
+                               window_s=args.duration, shape=shape, pin=pin, log=work / "perf_analyzer.log")
+    cpu1 = server.cpu_seconds()
+    inf1, ex1 = server.counters()
+    failed = server.failures() - failed0
+    total = inf1 - inf0
+    return {"protocol": protocol, "payload": payload, "concurrency": concurrency, "generator": "perf_analyzer",
+            "inferences_per_s": r["inferences_per_s"], "p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"],
+            "p99_ms": r["p99_ms"], "errors": {"failed on the server": failed} if failed else {}, "answer_checked": False, "answered": total,
+            "mean_batch": total / (ex1 - ex0) if ex1 > ex0 else None,
+            "server_cpu_us_per_inference": (cpu1 - cpu0) / total * 1e6 if total else None,
+            "client_cpu_us_per_inference": r["client_cpu_s"] / total * 1e6 if total else None,
+            "perf_analyzer_wall_s": r["wall_s"], "perf_analyzer_command": r["command"]}
+
+
+def perf_analyzer_version(exe: Path) -> str:
+    import perf_analyzer
+
+    return perf_analyzer.check(exe.parent.parent)
 
 
 def measure_floors(protocols: list[str], concurrencies: list[int], args: argparse.Namespace, model_name: str,
@@ -818,21 +884,26 @@ def measure_floors(protocols: list[str], concurrencies: list[int], args: argpars
     return rows
 
 
-def transport_bounds(floors: list[dict], ceiling: dict) -> list[dict]:
+def transport_bounds(floors: list[dict], ceiling: dict, rows: list[dict] | None = None) -> list[dict]:
     """Per protocol, the best a server on that transport could do on this core: at concurrency 16, one core's
     time per inference is at least the floor server's CPU, the load generator's CPU and onnxruntime's batch-16
-    time per inference; at concurrency 1, a median of at least the floor's plus one batch-1 run."""
+    time per inference; at concurrency 1, a median of at least the floor's plus one batch-1 run. With
+    perf_analyzer's cells in ``rows``, also the bound with its CPU per request as the load generator's."""
     b16 = ceiling["batch16_inferences_per_s"]
     out = []
     for protocol in dict.fromkeys(f["protocol"] for f in floors):
         cells = {f["concurrency"]: f for f in floors if f["protocol"] == protocol}
         hi, lo = cells.get(TARGET_CONCURRENCY), cells.get(LATENCY_CONCURRENCY)
         entry: dict[str, Any] = {"protocol": protocol, "ratio_c16": None, "ratio_c16_free_client": None,
-                                 "p50_ms_c1": None}
+                                 "ratio_c16_perf_analyzer": None, "p50_ms_c1": None}
         if hi and hi["server_cpu_us_per_request"] and hi["client_cpu_us_per_inference"]:
             server_s, client_s = hi["server_cpu_us_per_request"] * 1e-6, hi["client_cpu_us_per_inference"] * 1e-6
             entry["ratio_c16"] = 1 / (1 / b16 + server_s + client_s) / b16
             entry["ratio_c16_free_client"] = 1 / (1 / b16 + server_s) / b16
+            pa = _cells(rows or [], "on", protocol, hi["payload"], "perf_analyzer").get(TARGET_CONCURRENCY)
+            if pa and pa["client_cpu_us_per_inference"]:
+                pa_s = pa["client_cpu_us_per_inference"] * 1e-6
+                entry["ratio_c16_perf_analyzer"] = 1 / (1 / b16 + server_s + pa_s) / b16
         if lo and lo["p50_ms"] is not None:
             entry["p50_ms_c1"] = lo["p50_ms"] + ceiling["batch1_ms_per_run"]
         out.append(entry)
@@ -860,14 +931,16 @@ def floors_table(floors: list[dict], rows: list[dict], ceiling: dict) -> str:
 
 def bounds_table(bounds: list[dict]) -> str:
     head = (f"| protocol | best c={TARGET_CONCURRENCY} share of ORT batch 16 on this transport (target >= "
-            f"{TARGET_RATIO}) | the same with a load generator that costs nothing "
+            f"{TARGET_RATIO}) | the same with perf_analyzer's CPU per request as the load generator's "
+            f"| the same with a load generator that costs nothing "
             f"| best c={LATENCY_CONCURRENCY} p50 ms (target < {TARGET_P50_MS:g}) |")
-    lines = [head, "|" + "---|" * 4]
+    lines = [head, "|" + "---|" * 5]
 
     def v(x, fmt):
         return format(x, fmt) if x is not None else "-"
     for b in bounds:
-        lines.append(f"| {b['protocol']} | {v(b['ratio_c16'], '.2f')} | {v(b['ratio_c16_free_client'], '.2f')} "
+        lines.append(f"| {b['protocol']} | {v(b['ratio_c16'], '.2f')} | {v(b.get('ratio_c16_perf_analyzer'), '.2f')} "
+                     f"| {v(b['ratio_c16_free_client'], '.2f')} "
                      f"| {v(b['p50_ms_c1'], '.2f')} |")
     return "\n".join(lines)
 
@@ -900,9 +973,14 @@ def repo_relative(path: Path) -> str:
         return str(path)
 
 
-def _cells(rows: list[dict], batching: str, protocol: str, payload: str) -> dict[int, dict]:
+def _cells(rows: list[dict], batching: str, protocol: str, payload: str, generator: str = "python") -> dict[int, dict]:
     return {r["concurrency"]: r for r in rows
-            if (r["batching"], r["protocol"], r["payload"]) == (batching, protocol, payload)}
+            if (r["batching"], r["protocol"], r["payload"], r.get("generator", "python"))
+            == (batching, protocol, payload, generator)}
+
+
+def _generators(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r.get("generator", "python") for r in rows))
 
 
 # The cells the targets are about: binary tensors on each protocol.
@@ -917,28 +995,29 @@ def evaluate_targets(rows: list[dict], ceiling: dict) -> list[dict]:
     """
     b16 = ceiling["batch16_inferences_per_s"]
     out = []
-    for batching in dict.fromkeys(r["batching"] for r in rows):
-        for protocol, payload in TARGET_SERIES:
-            cells = _cells(rows, batching, protocol, payload)
-            if not cells:
-                continue
-            hi, lo = cells.get(TARGET_CONCURRENCY), cells.get(LATENCY_CONCURRENCY)
+    for batching, generator, (protocol, payload) in itertools.product(
+            dict.fromkeys(r["batching"] for r in rows), _generators(rows), TARGET_SERIES):
+        cells = _cells(rows, batching, protocol, payload, generator)
+        if not cells:
+            continue
+        hi, lo = cells.get(TARGET_CONCURRENCY), cells.get(LATENCY_CONCURRENCY)
 
-            def check(cell: dict | None, value: float | None, ok: Callable[[float], bool]) -> dict:
-                if cell is None or value is None:
-                    return {"value": None, "pass": None}
-                return {"value": value, "pass": bool(ok(value)) and not sum(cell["errors"].values())}
+        def check(cell: dict | None, value: float | None, ok: Callable[[float], bool]) -> dict:
+            if cell is None or value is None:
+                return {"value": None, "pass": None}
+            return {"value": value, "pass": bool(ok(value)) and not sum(cell["errors"].values())}
 
-            ratio = hi["inferences_per_s"] / b16 if hi else None
-            checks = {
-                "throughput_ratio_c16": check(hi, ratio, lambda v: v >= TARGET_RATIO)
-                | {"aim_met": ratio is not None and ratio >= AIM_RATIO},
-                "p99_ms_c16": check(hi, hi and hi["p99_ms"], lambda v: v < TARGET_P99_MS),
-                "p50_ms_c1": check(lo, lo and lo["p50_ms"], lambda v: v < TARGET_P50_MS),
-            }
-            verdicts = [c["pass"] for c in checks.values()]
-            out.append({"batching": batching, "protocol": protocol, "payload": payload, **checks,
-                        "pass": None if None in verdicts else all(verdicts)})
+        ratio = hi["inferences_per_s"] / b16 if hi else None
+        checks = {
+            "throughput_ratio_c16": check(hi, ratio, lambda v: v >= TARGET_RATIO)
+            | {"aim_met": ratio is not None and ratio >= AIM_RATIO},
+            "p99_ms_c16": check(hi, hi and hi["p99_ms"], lambda v: v < TARGET_P99_MS),
+            "p50_ms_c1": check(lo, lo and lo["p50_ms"], lambda v: v < TARGET_P50_MS),
+        }
+        verdicts = [c["pass"] for c in checks.values()]
+        out.append({"batching": batching, "generator": generator, "protocol": protocol, "payload": payload,
+                    **checks,
+                    "pass": None if None in verdicts else all(verdicts)})
     return out
 
 
@@ -948,16 +1027,17 @@ def _verdict(v: bool | None) -> str:
 
 def targets_table(targets: list[dict]) -> str:
     """The targets, one line per batching mode and protocol."""
-    head = (f"| batching | protocol | c={TARGET_CONCURRENCY} inferences/s / ORT batch 16 (>= {TARGET_RATIO}, "
+    head = (f"| batching | load generator | protocol | c={TARGET_CONCURRENCY} inferences/s / ORT batch 16 (>= {TARGET_RATIO}, "
             f"aim {AIM_RATIO}) | c={TARGET_CONCURRENCY} p99 (< {TARGET_P99_MS:g} ms) "
             f"| c={LATENCY_CONCURRENCY} p50 (< {TARGET_P50_MS:g} ms) | result |")
-    lines = [head, "|" + "---|" * 6]
+    lines = [head, "|" + "---|" * 7]
 
     def cell(c: dict, fmt: str) -> str:
         return "-" if c["value"] is None else f"{format(c['value'], fmt)} {_verdict(c['pass'])}"
 
     for t in targets:
-        lines.append(f"| {t['batching']} | {t['protocol']} {t['payload']} | {cell(t['throughput_ratio_c16'], '.3f')} "
+        lines.append(f"| {t['batching']} | {t.get('generator', 'python')} | {t['protocol']} {t['payload']} "
+                     f"| {cell(t['throughput_ratio_c16'], '.3f')} "
                      f"| {cell(t['p99_ms_c16'], '.2f')} | {cell(t['p50_ms_c1'], '.3f')} "
                      f"| {_verdict(t['pass'])} |")
     return "\n".join(lines)
@@ -966,16 +1046,17 @@ def targets_table(targets: list[dict]) -> str:
 def side_by_side(rows: list[dict], ceiling: dict) -> str:
     """Per batching mode and concurrency: HTTP (binary) and gRPC, each with its ratio to ORT at batch 16."""
     b16 = ceiling["batch16_inferences_per_s"]
-    head = ("| batching | concurrency | HTTP binary /s | x | p50 ms | p99 ms | gRPC /s | x | p50 ms | p99 ms "
-            "| gRPC / HTTP |")
+    head = ("| batching | load generator | concurrency | HTTP binary /s | x | p50 ms | p99 ms | gRPC /s | x | p50 ms "
+            "| p99 ms | gRPC / HTTP |")
     lines = [f"onnxruntime in-process, batch 16: {b16:.0f} inferences/s (x = share of it)", "", head,
-             "|" + "---|" * 11]
+             "|" + "---|" * 12]
 
     def f(v, fmt):
         return format(v, fmt) if v is not None else "-"
 
-    for batching in dict.fromkeys(r["batching"] for r in rows):
-        http, grpc = _cells(rows, batching, "http", "binary"), _cells(rows, batching, "grpc", "raw")
+    for batching, generator in itertools.product(dict.fromkeys(r["batching"] for r in rows), _generators(rows)):
+        http = _cells(rows, batching, "http", "binary", generator)
+        grpc = _cells(rows, batching, "grpc", "raw", generator)
         for c in sorted(set(http) | set(grpc)):
             cols = []
             for r in (http.get(c), grpc.get(c)):
@@ -984,7 +1065,7 @@ def side_by_side(rows: list[dict], ceiling: dict) -> str:
                           f(r["p50_ms"], ".2f"), f(r["p99_ms"], ".2f")])
             h, g = http.get(c), grpc.get(c)
             ratio = g["inferences_per_s"] / h["inferences_per_s"] if h and g and h["inferences_per_s"] else None
-            lines.append(f"| {batching} | {c} | " + " | ".join(cols) + f" | {f(ratio, '.2f')} |")
+            lines.append(f"| {batching} | {generator} | {c} | " + " | ".join(cols) + f" | {f(ratio, '.2f')} |")
     return "\n".join(lines)
 
 
@@ -995,7 +1076,8 @@ def format_row(r: dict) -> str:
     def num(v, fmt):
         return format(v, fmt) if v is not None else "-"
     errs = sum(r["errors"].values())
-    return (f"{r['batching']:>3} {r['protocol']:>4} {r['payload']:>6} c={r['concurrency']:<3} "
+    generator = "" if r.get("generator", "python") == "python" else " (perf_analyzer)"
+    return (f"{r['batching']:>3} {r['protocol']:>4} {r['payload']:>6}{generator} c={r['concurrency']:<3} "
             f"{r['inferences_per_s']:8.0f}/s "
             f"p50 {ms(r['p50_ms'])} p90 {ms(r['p90_ms'])} p99 {ms(r['p99_ms'])} ms  "
             f"batch {num(r['mean_batch'], '5.1f')}  cpu/inf server {num(r['server_cpu_us_per_inference'], '4.0f')}us "
@@ -1003,13 +1085,14 @@ def format_row(r: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| batching | protocol | payload | concurrency | inferences/s | p50 ms | p90 ms | p99 ms | mean batch "
-            "| server CPU us/inf | client CPU us/inf | errors |")
-    lines = [head, "|" + "---|" * 12]
+    head = ("| batching | load generator | protocol | payload | concurrency | inferences/s | p50 ms | p90 ms | p99 ms "
+            "| mean batch | server CPU us/inf | client CPU us/inf | errors |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         def f(v, fmt):
             return format(v, fmt) if v is not None else "-"
-        lines.append(f"| {r['batching']} | {r['protocol']} | {r['payload']} | {r['concurrency']} "
+        lines.append(f"| {r['batching']} | {r.get('generator', 'python')} | {r['protocol']} | {r['payload']} "
+                     f"| {r['concurrency']} "
                      f"| {r['inferences_per_s']:.0f} "
                      f"| {f(r['p50_ms'], '.2f')} | {f(r['p90_ms'], '.2f')} | {f(r['p99_ms'], '.2f')} "
                      f"| {f(r['mean_batch'], '.1f')} | {f(r['server_cpu_us_per_inference'], '.0f')} "
@@ -1017,8 +1100,10 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-SERIES_STYLE = {("http", "binary"): ("C0", "HTTP binary"), ("http", "json"): ("C2", "HTTP JSON"),
-                ("grpc", "raw"): ("C1", "gRPC raw")}
+SERIES_STYLE = {("http", "binary", "python"): ("C0", "HTTP binary"), ("http", "json", "python"): ("C2", "HTTP JSON"),
+                ("grpc", "raw", "python"): ("C1", "gRPC raw"),
+                ("http", "binary", "perf_analyzer"): ("C3", "HTTP binary, perf_analyzer"),
+                ("grpc", "raw", "perf_analyzer"): ("C4", "gRPC raw, perf_analyzer")}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -1034,9 +1119,9 @@ def plot(result: dict, path: Path) -> None:
     FigureCanvasAgg(fig)
     tput, p99 = fig.subplots(1, 2)
     concurrencies = sorted({r["concurrency"] for r in rows})
-    for (protocol, payload), (color, label) in SERIES_STYLE.items():
+    for (protocol, payload, generator), (color, label) in SERIES_STYLE.items():
         for batching, style in (("on", "-"), ("off", "--")):
-            cells = _cells(rows, batching, protocol, payload)
+            cells = _cells(rows, batching, protocol, payload, generator)
             if not cells:
                 continue
             cs = sorted(cells)
@@ -1046,7 +1131,8 @@ def plot(result: dict, path: Path) -> None:
                      color=color, marker="o")
     for b in result.get("transport_bounds", []):
         if b["ratio_c16"] is not None:  # what a server on that transport could reach at best (transport_floor.py)
-            color, label = SERIES_STYLE[("http", "binary") if b["protocol"] == "http" else ("grpc", "raw")]
+            color, label = SERIES_STYLE[("http", "binary", "python") if b["protocol"] == "http"
+                                        else ("grpc", "raw", "python")]
             tput.plot([TARGET_CONCURRENCY], [b["ratio_c16"] * b16], "*", color=color, markersize=12,
                       label=f"{label.split()[0]}: best on its transport (floor + onnxruntime)")
     series = tput.get_legend_handles_labels()
