@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -98,6 +99,13 @@ def build_slow_onnx(path: Path, *, layers: int = 120, width: int = 1024) -> Path
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, str(path))
     return path
+
+
+def free_port() -> int:
+    """A loopback port free now (gRPC needs one chosen before the server starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -22,16 +22,10 @@ from tritonclient.utils import InferenceServerException
 import edgehal
 from edgehal.errors import EdgehalError
 
-from .conftest import run_server
+from .conftest import free_port, run_server
 
 MAX_REQUEST_BYTES = 1 << 20
 MODEL = "hal_mnist"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

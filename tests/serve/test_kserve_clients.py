@@ -192,14 +192,6 @@ if __name__ == "__main__":
 # The tests
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_kserve(what: str, base: str, address: str, tmp: Path, x: np.ndarray | None = None) -> dict[str, Any]:
     """Run :func:`drive` in a child interpreter (KServe's protos there, tritonclient's here)."""
     inputs, result = tmp / "inputs.npy", tmp / "result.json"
@@ -218,7 +210,7 @@ def inputs() -> np.ndarray:
 @pytest.fixture(scope="module")
 def answers(model_path, inputs, tmp_path_factory) -> dict[str, Any]:
     """Every KServe call of :func:`_rest` and :func:`_grpc`, against one ``edgehal serve`` process."""
-    from .conftest import run_server
+    from .conftest import free_port, run_server
 
     tmp = tmp_path_factory.mktemp("kserve")
     port = free_port()
@@ -310,7 +302,7 @@ def test_grpc_errors_raise_with_their_code(answers):
 
 
 def test_overload_raises_503_and_unavailable_then_recovers(slow_model_path, tmp_path):
-    from .conftest import run_server
+    from .conftest import free_port, run_server
 
     port = free_port()
     with run_server([slow_model_path], tmp_path, "--grpc-port", str(port), "--no-dynamic-batching",

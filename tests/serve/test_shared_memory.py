@@ -9,7 +9,6 @@ import inspect
 import itertools
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -38,6 +37,7 @@ from edgehal.serve.shared_memory import (
 )
 from edgehal.tensors import TensorSpec
 
+from .conftest import free_port
 from .test_binary_offsets import _two_in_two_out
 
 MODEL = "hal_mnist"
@@ -275,12 +275,6 @@ def test_without_a_registry_shared_memory_is_refused():
 
 # ---------------------------------------------------------------------------
 # A server: HTTP and gRPC over the same registry
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
