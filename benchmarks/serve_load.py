@@ -669,10 +669,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"batching {b!r}: choose on or off")
     if args.grpc_channels < 1:
         ap.error(f"--grpc-channels {args.grpc_channels}: at least 1")
-    pa_exe = None
+    pa_exe = pa_version = None
     if args.perf_analyzer:
         import perf_analyzer
-        print(perf_analyzer.check(), flush=True)
+        pa_version = perf_analyzer.check()
+        print(pa_version, flush=True)
         pa_exe = perf_analyzer.binary()
     if "grpc" in protocols:
         try:
@@ -778,9 +779,9 @@ def main(argv: list[str] | None = None) -> int:
                 "http": "asyncio HTTP/1.1, one keep-alive connection per concurrent request, pre-encoded requests",
                 "grpc": (f"grpc.aio, {args.grpc_channels} channel(s) carrying the concurrent calls, "
                          "ModelInferRequest serialized once (raw_input_contents), sent and received as bytes"),
-                **({"perf_analyzer": "Triton's perf_analyzer (" + perf_analyzer_version(pa_exe) + "), random "
-                    "inputs, binary tensors, three measurement windows of --duration seconds"}
-                   if pa_exe is not None else {})},
+                **({"perf_analyzer": f"Triton's perf_analyzer ({pa_version}), random inputs, binary tensors, "
+                                     "three measurement windows of --duration seconds"}
+                   if pa_version is not None else {})},
             "versions": _versions(), "ceiling": ceil,
             "targets": {"throughput_ratio_to_ort_batch16_at_c16": f">= {TARGET_RATIO} (aim {AIM_RATIO})",
                         "p99_ms_at_c16": f"< {TARGET_P99_MS}", "p50_ms_at_c1": f"< {TARGET_P50_MS}",
@@ -831,17 +832,12 @@ def perf_analyzer_cell(exe: Path, server: ServerProcess, protocol: str, payload:
     total = inf1 - inf0
     return {"protocol": protocol, "payload": payload, "concurrency": concurrency, "generator": "perf_analyzer",
             "inferences_per_s": r["inferences_per_s"], "p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"],
-            "p99_ms": r["p99_ms"], "errors": {"failed on the server": failed} if failed else {}, "answer_checked": False, "answered": total,
+            "p99_ms": r["p99_ms"], "errors": {"failed on the server": failed} if failed else {},
+            "answer_checked": False, "answered": total,
             "mean_batch": total / (ex1 - ex0) if ex1 > ex0 else None,
             "server_cpu_us_per_inference": (cpu1 - cpu0) / total * 1e6 if total else None,
             "client_cpu_us_per_inference": r["client_cpu_s"] / total * 1e6 if total else None,
             "perf_analyzer_wall_s": r["wall_s"], "perf_analyzer_command": r["command"]}
-
-
-def perf_analyzer_version(exe: Path) -> str:
-    import perf_analyzer
-
-    return perf_analyzer.check(exe.parent.parent)
 
 
 def measure_floors(protocols: list[str], concurrencies: list[int], args: argparse.Namespace, model_name: str,
