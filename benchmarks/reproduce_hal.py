@@ -410,9 +410,19 @@ def mcnemar_test(base: list[dict], runs: list[dict]) -> dict[str, Any] | None:
             "wrong_only_case": only_case, "p_value": p_value}
 
 
-def summarize(dataset: str, results_dir: Path, cases: list[str]) -> dict[str, Any]:
+def summarize(dataset: str, results_dir: Path, cases: list[str],
+              baseline_rerun_dir: Path | None = None) -> dict[str, Any]:
     existing = load_results(results_dir, cases)
     budget = check_comparable(existing)
+    rerun = load_results(baseline_rerun_dir, ["baseline"])["baseline"] if baseline_rerun_dir else None
+    if rerun is not None:
+        if not rerun:
+            raise Failure(f"--baseline-rerun {rel(baseline_rerun_dir)} | has no baseline_seed<k>.json. "
+                          "Note: run the baseline there first (--cases baseline --results-dir DIR)")
+        if check_comparable({"baseline": rerun}) != budget:
+            raise Failure(f"--baseline-rerun {rel(baseline_rerun_dir)} | ran another budget "
+                          f"({_budget_text(check_comparable({'baseline': rerun}))}) than {rel(results_dir)} "
+                          f"({_budget_text(budget)})")
     rows = []
     for case in cases:
         runs = existing[case]
@@ -434,6 +444,12 @@ def summarize(dataset: str, results_dir: Path, cases: list[str]) -> dict[str, An
                                      if case != "baseline" and "baseline" in existing else None),
                      "mcnemar_vs_baseline": (mcnemar_test(existing["baseline"], runs)
                                              if case != "baseline" and "baseline" in existing else None),
+                     # against the baseline run again elsewhere; for the baseline itself, the rerun
+                     # minus the recorded runs: how far the same seeds move on another machine
+                     "vs_baseline_rerun": (None if rerun is None else paired_test(runs, rerun) if case == "baseline"
+                                           else paired_test(rerun, runs)),
+                     "mcnemar_vs_baseline_rerun": (mcnemar_test(rerun, runs)
+                                                   if rerun is not None and case != "baseline" else None),
                      "sources": [r["_file"] for r in runs]})
     goal = None
     if dataset in GOALS:
@@ -445,8 +461,14 @@ def summarize(dataset: str, results_dir: Path, cases: list[str]) -> dict[str, An
                     "met": row["mean"] <= target and row["n"] >= min_seeds,
                     "baseline_mean": base["mean"] if base else None}
     machines = sorted({r["machine"].get("cpu_model") or "?" for rs in existing.values() for r in rs})
+    baseline_rerun = None if rerun is None else {
+        "results_dir": rel(baseline_rerun_dir), "seeds": [r["seed"] for r in rerun],
+        "test_error_percent": [r["test_error_percent"][r["main_head"]] for r in rerun],
+        **_stats([r["test_error_percent"][r["main_head"]] for r in rerun]),
+        "machines": sorted({r["machine"].get("cpu_model") or "?" for r in rerun}),
+        "sources": [f"{rel(baseline_rerun_dir)}/{r['_file']}" for r in rerun]}
     return {"format": SUMMARY_FORMAT, "dataset": dataset, "budget": budget, "rows": rows, "goal": goal,
-            "machines": machines, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machines": machines, "baseline_rerun": baseline_rerun, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "curves": {case: [{"seed": r["seed"], "val_curve": r["val_curve"], "main_head": r["main_head"]}
                               for r in existing[case]] for case in cases}}
 
@@ -508,8 +530,25 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                   "the two gets wrong, pooled over the seed pairs) is shown where both runs of a pair record the "
                   "test images they get wrong (`test_wrong_images`; result files written before that was "
                   "recorded do not)."]
-    sources = [s for r in summary["rows"] for s in r["sources"]]
-    lines += ["", "Every number comes from the result files in this folder: " + ", ".join(f"`{s}`" for s in sources)
+    rb = summary.get("baseline_rerun")
+    if rb:
+        lines += ["", f"**The baseline run again** (`{rb['results_dir']}`, machine {', '.join(rb['machines'])}; "
+                  f"same seeds and budget): {rb['mean']:.2f}"
+                  + (f" ± {rb['std']:.2f}" if rb["std"] is not None else "")
+                  + f" ({', '.join(f'{v:.2f}' for v in rb['test_error_percent'])}). Each case against it:", "",
+                  "| case | paired t over seeds | McNemar, pooled over seeds |", "| --- | --- | --- |"]
+        for r in summary["rows"]:
+            vs, mc = r.get("vs_baseline_rerun"), r.get("mcnemar_vs_baseline_rerun")
+            t = "–" if not vs else (f"{vs['mean_difference_pp']:+.2f} pp, p = {vs['p_value']:.2f} (n={vs['n']}; "
+                                    f"better in {vs['better_in']}, worse in {vs['worse_in']})")
+            m = "–" if not mc else (f"p = {mc['p_value']:.2f} ({mc['wrong_only_baseline']} images wrong only for "
+                                    f"the baseline, {mc['wrong_only_case']} only for {r['case']}; seeds "
+                                    f"{','.join(map(str, mc['seeds']))})")
+            name = "baseline (rerun − recorded)" if r["case"] == "baseline" else r["case"]
+            lines.append(f"| {name} | {t} | {m} |")
+    sources = [s for r in summary["rows"] for s in r["sources"]] + (rb["sources"] if rb else [])
+    where = "this folder and the baseline rerun's" if rb else "this folder"
+    lines += ["", f"Every number comes from the result files in {where}: " + ", ".join(f"`{s}`" for s in sources)
               + ". Plots: `errors.png` (against the published table), `curves.png` (validation error per epoch).",
               "", f"Written {summary['created']} by `benchmarks/reproduce_hal.py`."]
     return "\n".join(lines) + "\n"
@@ -596,8 +635,9 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
-def write_summary(dataset: str, results_dir: Path, cases: list[str]) -> dict[str, Any]:
-    summary = summarize(dataset, results_dir, cases)
+def write_summary(dataset: str, results_dir: Path, cases: list[str],
+                  baseline_rerun_dir: Path | None = None) -> dict[str, Any]:
+    summary = summarize(dataset, results_dir, cases, baseline_rerun_dir)
     text = summary_markdown(summary)
     from edgehal.fileio import atomic_write_text
 
@@ -739,6 +779,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rerun-check", metavar="CASE", choices=CASES, default=None,
                     help="rerun the recorded command of CASE --seed K and check it lands within the spread")
     ap.add_argument("--seed", type=int, default=None, help="the seed for --rerun-check")
+    ap.add_argument("--baseline-rerun", type=Path, default=None, metavar="DIR",
+                    help="a results folder of the baseline run again with the same seeds and budget (e.g. on the "
+                         "machine the cases ran on, with each run's wrong test images): the summary also compares "
+                         "every case with it (paired t and McNemar)")
     args = ap.parse_args(argv)
 
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None  # runs start in the repository
@@ -766,7 +810,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = plan_runs(args.dataset, cases, _int_list(args.seeds, "--seeds"), budget, runs_dir, data_dir)
             run_all(runs, results_dir, dry_run=args.dry_run)
         if not args.dry_run:
-            write_summary(args.dataset, results_dir, cases)
+            write_summary(args.dataset, results_dir, cases,
+                          args.baseline_rerun.resolve() if args.baseline_rerun else None)
     except Failure as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
