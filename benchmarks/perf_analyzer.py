@@ -136,8 +136,19 @@ def run_cell(exe: Path, *, protocol: str, port: int, model: str, concurrency: in
         "p50_ms": float(row["p50 latency"]) * us, "p90_ms": float(row["p90 latency"]) * us,
         "p99_ms": float(row["p99 latency"]) * us,
         "client_cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "wall_s": wall, "command": [c for c in cmd if c != str(report)],
+        "wall_s": wall, "command": [_shown(c, exe, report) for c in cmd],
     }
+
+
+def _shown(arg: str, exe: Path, report: Path) -> str:
+    """An argument as the saved command shows it: the binary relative to the repository, the
+    temporary report as a placeholder."""
+    if arg == str(exe):
+        try:
+            return str(exe.resolve().relative_to(HERE.parent))
+        except ValueError:
+            return arg
+    return "REPORT.csv" if arg == str(report) else arg
 
 
 def main(argv: list[str] | None = None) -> int:
