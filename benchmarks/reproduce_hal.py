@@ -419,10 +419,10 @@ def summarize(dataset: str, results_dir: Path, cases: list[str],
         if not rerun:
             raise Failure(f"--baseline-rerun {rel(baseline_rerun_dir)} | has no baseline_seed<k>.json. "
                           "Note: run the baseline there first (--cases baseline --results-dir DIR)")
-        if check_comparable({"baseline": rerun}) != budget:
+        rerun_budget = check_comparable({"baseline": rerun})
+        if rerun_budget != budget:
             raise Failure(f"--baseline-rerun {rel(baseline_rerun_dir)} | ran another budget "
-                          f"({_budget_text(check_comparable({'baseline': rerun}))}) than {rel(results_dir)} "
-                          f"({_budget_text(budget)})")
+                          f"({_budget_text(rerun_budget)}) than {rel(results_dir)} ({_budget_text(budget)})")
     rows = []
     for case in cases:
         runs = existing[case]
@@ -461,14 +461,15 @@ def summarize(dataset: str, results_dir: Path, cases: list[str],
                     "met": row["mean"] <= target and row["n"] >= min_seeds,
                     "baseline_mean": base["mean"] if base else None}
     machines = sorted({r["machine"].get("cpu_model") or "?" for rs in existing.values() for r in rs})
+    rerun_errors = [r["test_error_percent"][r["main_head"]] for r in rerun or []]
     baseline_rerun = None if rerun is None else {
         "results_dir": rel(baseline_rerun_dir), "seeds": [r["seed"] for r in rerun],
-        "test_error_percent": [r["test_error_percent"][r["main_head"]] for r in rerun],
-        **_stats([r["test_error_percent"][r["main_head"]] for r in rerun]),
+        "test_error_percent": rerun_errors, **_stats(rerun_errors),
         "machines": sorted({r["machine"].get("cpu_model") or "?" for r in rerun}),
         "sources": [f"{rel(baseline_rerun_dir)}/{r['_file']}" for r in rerun]}
     return {"format": SUMMARY_FORMAT, "dataset": dataset, "budget": budget, "rows": rows, "goal": goal,
-            "machines": machines, "baseline_rerun": baseline_rerun, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machines": machines, "baseline_rerun": baseline_rerun,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "curves": {case: [{"seed": r["seed"], "val_curve": r["val_curve"], "main_head": r["main_head"]}
                               for r in existing[case]] for case in cases}}
 
@@ -489,6 +490,18 @@ def _budget_text(budget: dict | None, *, markdown: bool = True) -> str:
     return ", ".join(parts)
 
 
+def _paired_text(vs: dict | None) -> str:
+    if not vs:
+        return "–"
+    return (f"{vs['mean_difference_pp']:+.2f} pp, p = {vs['p_value']:.2f} "
+            f"(n={vs['n']}; better in {vs['better_in']}, worse in {vs['worse_in']})")
+
+
+def _mcnemar_text(mc: dict, case: str) -> str:
+    return (f"p = {mc['p_value']:.2f} ({mc['wrong_only_baseline']} images wrong only for the baseline, "
+            f"{mc['wrong_only_case']} only for {case}; seeds {','.join(map(str, mc['seeds']))})")
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     ds = summary["dataset"]
     lines = [f"# HAL reproduction: {ds}", "",
@@ -506,14 +519,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         tt = "–" if not r["train_seconds_mean"] else (f"{r['train_seconds_mean']:.0f} s" if
                                                        r["train_seconds_mean"] < 120 else
                                                        f"{r['train_seconds_mean'] / 60:.0f} min")
-        vs = r.get("vs_baseline")
-        against = "–" if not vs else (f"{vs['mean_difference_pp']:+.2f} pp, p = {vs['p_value']:.2f} "
-                                      f"(n={vs['n']}; better in {vs['better_in']}, worse in {vs['worse_in']})")
-        mc = r.get("mcnemar_vs_baseline")
-        if mc:
-            against += (f"; McNemar p = {mc['p_value']:.2f} ({mc['wrong_only_baseline']} images wrong only for "
-                        f"the baseline, {mc['wrong_only_case']} only for {r['case']}; seeds "
-                        f"{','.join(map(str, mc['seeds']))})")
+        against = _paired_text(r.get("vs_baseline"))
+        if r.get("mcnemar_vs_baseline"):
+            against += "; McNemar " + _mcnemar_text(r["mcnemar_vs_baseline"], r["case"])
         lines.append(f"| {r['case']} | {r['n']} | {measured} | {per_seed or '–'} | {pub} | "
                      f"{_f(r['diff_from_published_pp'], '+.2f')} | {aux} | {against} | {tt} |")
     g = summary["goal"]
@@ -538,14 +546,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                   + f" ({', '.join(f'{v:.2f}' for v in rb['test_error_percent'])}). Each case against it:", "",
                   "| case | paired t over seeds | McNemar, pooled over seeds |", "| --- | --- | --- |"]
         for r in summary["rows"]:
-            vs, mc = r.get("vs_baseline_rerun"), r.get("mcnemar_vs_baseline_rerun")
-            t = "–" if not vs else (f"{vs['mean_difference_pp']:+.2f} pp, p = {vs['p_value']:.2f} (n={vs['n']}; "
-                                    f"better in {vs['better_in']}, worse in {vs['worse_in']})")
-            m = "–" if not mc else (f"p = {mc['p_value']:.2f} ({mc['wrong_only_baseline']} images wrong only for "
-                                    f"the baseline, {mc['wrong_only_case']} only for {r['case']}; seeds "
-                                    f"{','.join(map(str, mc['seeds']))})")
+            mc = r.get("mcnemar_vs_baseline_rerun")
             name = "baseline (rerun − recorded)" if r["case"] == "baseline" else r["case"]
-            lines.append(f"| {name} | {t} | {m} |")
+            lines.append(f"| {name} | {_paired_text(r.get('vs_baseline_rerun'))} "
+                         f"| {_mcnemar_text(mc, r['case']) if mc else '–'} |")
     sources = [s for r in summary["rows"] for s in r["sources"]] + (rb["sources"] if rb else [])
     where = "this folder and the baseline rerun's" if rb else "this folder"
     lines += ["", f"Every number comes from the result files in {where}: " + ", ".join(f"`{s}`" for s in sources)
