@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -100,7 +101,8 @@ def check(directory: Path = TOOL_DIR) -> str:
 
 
 def run_cell(exe: Path, *, protocol: str, port: int, model: str, concurrency: int, window_s: float,
-             shape: str | None, pin: list[str], log: Path) -> dict:
+             shape: str | None, pin: Callable[[list[str]], tuple[list[str], Callable[[], None] | None]],
+             log: Path) -> dict:
     """perf_analyzer at one concurrency against ``127.0.0.1:port``, batch-1 requests with binary
     tensors: three measurement windows of ``window_s`` (the stability check is set wide open, so
     it takes exactly those three on a noisy machine), averaged by perf_analyzer.
@@ -111,18 +113,19 @@ def run_cell(exe: Path, *, protocol: str, port: int, model: str, concurrency: in
     """
     with tempfile.TemporaryDirectory(prefix="edgehal-pa-") as tmp:
         report = Path(tmp) / "report.csv"
-        cmd = [*pin, str(exe), "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol,
+        cmd = [str(exe), "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol,
                "--concurrency-range", str(concurrency), "-p", str(int(window_s * 1000)),
                "--stability-percentage", "1000", "--max-trials", "3", "-f", str(report)]
         if protocol == "http":
             cmd += ["--input-tensor-format", "binary", "--output-tensor-format", "binary"]
         if shape:
             cmd += ["--shape", shape]
+        cmd, preexec = pin(cmd)  # the caller's pinning (serve_load: the core the server is on)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         with open(log, "ab") as out:
             done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False,
-                                  env=environment(exe.parent.parent))
+                                  env=environment(exe.parent.parent), preexec_fn=preexec)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0 or not report.exists():

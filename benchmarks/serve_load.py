@@ -62,6 +62,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
+import functools
 import itertools
 import json
 import os
@@ -77,9 +78,11 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -591,12 +594,20 @@ class ServerProcess(Process):
             time.sleep(0.05)
         raise SystemExit(f"server never became ready:\n{self.log_path.read_text()}")
 
-    def counters(self) -> tuple[float, float]:
-        """Inferences and executions (batches) the server has run."""
-        return self._metrics("edgehal_inferences_total", "edgehal_executions_total")
+    COUNTERS = ("edgehal_inferences_total", "edgehal_executions_total", "edgehal_inference_failures_total")
 
-    def failures(self) -> float:
-        return self._metrics("edgehal_inference_failures_total")[0]
+    def measure(self, run: Callable[[], T]) -> tuple[T, dict]:
+        """``run()`` and what the server did meanwhile: inferences, failures, the mean batch it formed, and its
+        CPU per inference (warm-up included, so slightly above the measured share)."""
+        inf0, ex0, failed0 = self._metrics(*self.COUNTERS)
+        cpu0 = self.cpu_seconds()
+        result = run()
+        cpu1 = self.cpu_seconds()
+        inf1, ex1, failed1 = self._metrics(*self.COUNTERS)
+        total = inf1 - inf0
+        return result, {"inferences": total, "failures": failed1 - failed0,
+                        "mean_batch": total / (ex1 - ex0) if ex1 > ex0 else None,
+                        "server_cpu_us_per_inference": (cpu1 - cpu0) / total * 1e6 if total else None}
 
     def _metrics(self, *names: str) -> tuple[float, ...]:
         import urllib.request
@@ -723,20 +734,14 @@ def main(argv: list[str] | None = None) -> int:
                                                  inputs)
                         else:
                             reqs = make_grpc_requests(model_name, input_name, outputs, inputs)
+                        port = server.port if protocol == "http" else server.grpc_port
                         for c in concurrencies:
-                            inf0, ex0 = server.counters()
-                            cpu0 = server.cpu_seconds()
-                            r, first = run_cell(protocol, server.port if protocol == "http" else server.grpc_port,
-                                                reqs, c, args)
-                            cpu1 = server.cpu_seconds()
-                            inf1, ex1 = server.counters()
+                            (r, first), seen = server.measure(functools.partial(run_cell, protocol, port, reqs, c, args))
                             check_first_answer(first, protocol, payload, c, expected, outputs)
-                            total_inf = inf1 - inf0
                             row = {"batching": batching, "protocol": protocol, "payload": payload, "concurrency": c,
                                    "generator": "python", **r, "answer_checked": first is not None,
-                                   "mean_batch": total_inf / (ex1 - ex0) if ex1 > ex0 else None,
-                                   # includes the warm-up seconds, so slightly above the measured share
-                                   "server_cpu_us_per_inference": (cpu1 - cpu0) / total_inf * 1e6 if total_inf else None}
+                                   "mean_batch": seen["mean_batch"],
+                                   "server_cpu_us_per_inference": seen["server_cpu_us_per_inference"]}
                             rows.append(row)
                             print(format_row(row), flush=True)
                         if pa_exe is None or payload == "json":
@@ -819,23 +824,16 @@ def perf_analyzer_cell(exe: Path, server: ServerProcess, protocol: str, payload:
     server's and perf_analyzer's CPU per inference over perf_analyzer's whole run (warm-up included)."""
     import perf_analyzer
 
-    pin = ["taskset", "-c", str(args.pin_core)] if args.pin_core is not None and shutil.which("taskset") else []
     port = server.port if protocol == "http" else server.grpc_port
-    inf0, ex0 = server.counters()
-    failed0 = server.failures()
-    cpu0 = server.cpu_seconds()
-    r = perf_analyzer.run_cell(exe, protocol=protocol, port=port, model=model_name, concurrency=concurrency,
-                               window_s=args.duration, shape=shape, pin=pin, log=work / "perf_analyzer.log")
-    cpu1 = server.cpu_seconds()
-    inf1, ex1 = server.counters()
-    failed = server.failures() - failed0
-    total = inf1 - inf0
+    r, seen = server.measure(lambda: perf_analyzer.run_cell(
+        exe, protocol=protocol, port=port, model=model_name, concurrency=concurrency, window_s=args.duration,
+        shape=shape, pin=lambda cmd: pin_cmd(cmd, args.pin_core), log=work / "perf_analyzer.log"))
+    total, failed = seen["inferences"], seen["failures"]
     return {"protocol": protocol, "payload": payload, "concurrency": concurrency, "generator": "perf_analyzer",
             "inferences_per_s": r["inferences_per_s"], "p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"],
             "p99_ms": r["p99_ms"], "errors": {"failed on the server": failed} if failed else {},
             "answer_checked": False, "answered": total,
-            "mean_batch": total / (ex1 - ex0) if ex1 > ex0 else None,
-            "server_cpu_us_per_inference": (cpu1 - cpu0) / total * 1e6 if total else None,
+            "mean_batch": seen["mean_batch"], "server_cpu_us_per_inference": seen["server_cpu_us_per_inference"],
             "client_cpu_us_per_inference": r["client_cpu_s"] / total * 1e6 if total else None,
             "perf_analyzer_wall_s": r["wall_s"], "perf_analyzer_command": r["command"]}
 
